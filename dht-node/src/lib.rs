@@ -1,0 +1,3 @@
+//! OpenDHT-compatible DHT node and bootstrap node.
+//!
+//! Not implemented yet: see the project's open issues.

@@ -1,0 +1,3 @@
+//! Reference peer client for the Waypost suite.
+//!
+//! Not implemented yet: see the project's open issues.
