@@ -5,7 +5,15 @@
 //!
 //! Modules:
 //! - [`redact`]: wrapper types that never print the identifier they hold.
+//! - [`stun`]: STUN/TURN codec and TURN server state (RFC 8489, 8656, 6062, 6156).
+//! - [`dht`]: OpenDHT wire protocol, values, routing table and searches.
+//! - [`names`]: Jami name rules.
+//! - [`identity`]: Jami identities (RSA keys, Jami IDs).
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod dht;
+pub mod identity;
+pub mod names;
 pub mod redact;
+pub mod stun;
