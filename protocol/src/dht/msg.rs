@@ -1,0 +1,669 @@
+//! The msgpack envelope (A.2) and message arguments.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use rmpv::Value as Mp;
+
+use super::infohash::InfoHash;
+use super::value::{Query, Value, blob, encode, get, hash};
+
+/// User agent sent in `v` (2.4 nodes send "RNG1").
+pub const USER_AGENT: &str = "RNG1";
+/// `w` number for IPv4 (Linux AF_INET).
+pub const AF_INET: u64 = 2;
+/// `w` number for IPv6 (Linux AF_INET6).
+pub const AF_INET6: u64 = 10;
+
+/// Query names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueryKind {
+    /// `ping`.
+    Ping,
+    /// `find`.
+    Find,
+    /// `get`.
+    Get,
+    /// `put` (announce).
+    Put,
+    /// `listen`.
+    Listen,
+    /// `refresh`.
+    Refresh,
+    /// `update` (server → listener).
+    Update,
+}
+
+impl QueryKind {
+    /// Wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Find => "find",
+            Self::Get => "get",
+            Self::Put => "put",
+            Self::Listen => "listen",
+            Self::Refresh => "refresh",
+            Self::Update => "update",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "ping" => Self::Ping,
+            "find" => Self::Find,
+            "get" => Self::Get,
+            "put" => Self::Put,
+            "listen" => Self::Listen,
+            "refresh" => Self::Refresh,
+            "update" => Self::Update,
+            _ => return None,
+        })
+    }
+}
+
+/// The `values` entry of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireValues {
+    /// Inline values (undecodable entries are skipped).
+    Values(Vec<Value>),
+    /// Header of a fragmented message: packed sizes of the values that follow.
+    Sizes(Vec<u64>),
+}
+
+/// Arguments of a query, reply or update (`a`/`r`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Args {
+    /// Sender id.
+    pub id: InfoHash,
+    /// Key.
+    pub h: Option<InfoHash>,
+    /// Find target.
+    pub target: Option<InfoHash>,
+    /// Query (get/listen).
+    pub query: Option<Query>,
+    /// Wanted families (2/10).
+    pub want: Option<Vec<u64>>,
+    /// Write token.
+    pub token: Option<Vec<u8>>,
+    /// Value id (refresh, put reply).
+    pub vid: Option<u64>,
+    /// Packed IPv4 nodes.
+    pub n4: Option<Vec<u8>>,
+    /// Packed IPv6 nodes.
+    pub n6: Option<Vec<u8>>,
+    /// Requester address as seen by the replier.
+    pub sa: Option<IpAddr>,
+    /// Creation time (unix s).
+    pub created: Option<u64>,
+    /// Values or sizes.
+    pub values: Option<WireValues>,
+    /// Field projection reply (`fileds`).
+    pub fields: Option<Mp>,
+    /// Listen socket id.
+    pub sid: Option<u32>,
+    /// Listen protocol version.
+    pub ve: Option<u64>,
+    /// Expired value ids.
+    pub exp: Option<Vec<u64>>,
+    /// Refreshed value ids.
+    pub re: Option<Vec<u64>>,
+}
+
+/// One value-data fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    /// Value index in the header.
+    pub index: u32,
+    /// Byte offset.
+    pub offset: u32,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+/// Message body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// A query.
+    Query(QueryKind, Args),
+    /// A reply.
+    Reply(Args),
+    /// An error (`r.id` is the sender).
+    Error {
+        /// Code (203, 401, 404...).
+        code: u16,
+        /// Message text.
+        message: String,
+        /// Sender id.
+        id: InfoHash,
+    },
+    /// Value-data fragments.
+    Fragments(Vec<Fragment>),
+}
+
+/// A decoded datagram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Transaction id.
+    pub tid: u32,
+    /// Network id (0 when absent).
+    pub network: u32,
+    /// The sender says it is a client (never enters routing tables).
+    pub is_client: bool,
+    /// Body.
+    pub body: Body,
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not msgpack or not a map.
+    #[error("datagram is not a msgpack map")]
+    NotMap,
+    /// Missing or invalid transaction id.
+    #[error("missing transaction id")]
+    Tid,
+    /// Unknown query or kind.
+    #[error("unknown message kind")]
+    Kind,
+    /// Missing or invalid sender id.
+    #[error("missing sender id")]
+    Id,
+    /// An argument has the wrong type.
+    #[error("malformed argument")]
+    Arg,
+}
+
+fn uint_list(v: &Mp) -> Option<Vec<u64>> {
+    v.as_array()?.iter().map(Mp::as_u64).collect()
+}
+
+fn ip_from(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),
+        _ => None,
+    }
+}
+
+fn opt_hash(m: &[(Mp, Mp)], k: &str) -> Result<Option<InfoHash>, DecodeError> {
+    match get(m, k) {
+        None => Ok(None),
+        Some(v) => hash(v).map(Some).ok_or(DecodeError::Arg),
+    }
+}
+
+impl Args {
+    /// Arguments with only the sender id.
+    pub fn new(id: InfoHash) -> Self {
+        Self {
+            id,
+            ..Self::default()
+        }
+    }
+
+    fn parse(v: &Mp) -> Result<Self, DecodeError> {
+        let m = v.as_map().ok_or(DecodeError::Arg)?;
+        let id = get(m, "id").and_then(hash).ok_or(DecodeError::Id)?;
+        if id.is_zero() {
+            return Err(DecodeError::Id);
+        }
+        let mut a = Self::new(id);
+        a.h = opt_hash(m, "h")?;
+        a.target = opt_hash(m, "target")?;
+        if let Some(q) = get(m, "q") {
+            a.query = Some(Query::from_msgpack(q).ok_or(DecodeError::Arg)?);
+        }
+        if let Some(w) = get(m, "w") {
+            a.want = Some(uint_list(w).ok_or(DecodeError::Arg)?);
+        }
+        a.token = get(m, "token").and_then(blob);
+        a.vid = get(m, "vid").and_then(Mp::as_u64);
+        a.n4 = get(m, "n4").and_then(blob);
+        a.n6 = get(m, "n6").and_then(blob);
+        a.sa = get(m, "sa").and_then(blob).and_then(|b| ip_from(&b));
+        a.created = get(m, "c").and_then(Mp::as_u64);
+        a.sid = get(m, "sid")
+            .and_then(Mp::as_u64)
+            .and_then(|x| u32::try_from(x).ok());
+        a.ve = get(m, "ve").and_then(Mp::as_u64);
+        if let Some(e) = get(m, "exp") {
+            a.exp = Some(uint_list(e).ok_or(DecodeError::Arg)?);
+        }
+        if let Some(e) = get(m, "re") {
+            a.re = Some(uint_list(e).ok_or(DecodeError::Arg)?);
+        }
+        if let Some(f) = get(m, "fileds") {
+            a.fields = Some(f.clone());
+        }
+        if let Some(vs) = get(m, "values") {
+            let arr = vs.as_array().ok_or(DecodeError::Arg)?;
+            if arr.iter().any(Mp::is_u64) {
+                a.values = Some(WireValues::Sizes(
+                    arr.iter().filter_map(Mp::as_u64).collect(),
+                ));
+            } else {
+                a.values = Some(WireValues::Values(
+                    arr.iter()
+                        .filter_map(|x| Value::from_msgpack(x).ok())
+                        .collect(),
+                ));
+            }
+        }
+        Ok(a)
+    }
+
+    fn to_msgpack(&self, packed_sizes: bool) -> Mp {
+        let mut m: Vec<(Mp, Mp)> = Vec::with_capacity(8);
+        let k = Mp::from;
+        m.push((k("id"), Mp::Binary(self.id.0.to_vec())));
+        if let Some(ve) = self.ve {
+            m.push((k("ve"), Mp::from(ve)));
+        }
+        if let Some(h) = &self.h {
+            m.push((k("h"), Mp::Binary(h.0.to_vec())));
+        }
+        if let Some(t) = &self.target {
+            m.push((k("target"), Mp::Binary(t.0.to_vec())));
+        }
+        if let Some(q) = &self.query {
+            m.push((k("q"), q.to_msgpack()));
+        }
+        if let Some(w) = &self.want {
+            m.push((k("w"), Mp::Array(w.iter().map(|x| Mp::from(*x)).collect())));
+        }
+        if let Some(v) = self.vid {
+            m.push((k("vid"), Mp::from(v)));
+        }
+        if let Some(sid) = self.sid {
+            m.push((k("sid"), Mp::from(sid)));
+        }
+        match &self.values {
+            Some(WireValues::Values(vs)) if packed_sizes => {
+                let sizes = vs.iter().map(|v| Mp::from(v.pack().len() as u64)).collect();
+                m.push((k("values"), Mp::Array(sizes)));
+            }
+            Some(WireValues::Values(vs)) => {
+                m.push((
+                    k("values"),
+                    Mp::Array(vs.iter().map(Value::to_msgpack).collect()),
+                ));
+            }
+            Some(WireValues::Sizes(s)) => {
+                m.push((
+                    k("values"),
+                    Mp::Array(s.iter().map(|x| Mp::from(*x)).collect()),
+                ));
+            }
+            None => {}
+        }
+        if let Some(f) = &self.fields {
+            m.push((k("fileds"), f.clone()));
+        }
+        if let Some(e) = &self.exp {
+            m.push((
+                k("exp"),
+                Mp::Array(e.iter().map(|x| Mp::from(*x)).collect()),
+            ));
+        }
+        if let Some(e) = &self.re {
+            m.push((k("re"), Mp::Array(e.iter().map(|x| Mp::from(*x)).collect())));
+        }
+        if let Some(c) = self.created {
+            m.push((k("c"), Mp::from(c)));
+        }
+        if let Some(sa) = self.sa {
+            let b = match sa {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            m.push((k("sa"), Mp::Binary(b)));
+        }
+        if let Some(n) = &self.n4 {
+            m.push((k("n4"), Mp::Binary(n.clone())));
+        }
+        if let Some(n) = &self.n6 {
+            m.push((k("n6"), Mp::Binary(n.clone())));
+        }
+        if let Some(t) = &self.token {
+            m.push((k("token"), Mp::Binary(t.clone())));
+        }
+        Mp::Map(m)
+    }
+}
+
+/// Largest total packed size of inline values (A.10).
+pub const INLINE_LIMIT: usize = 600;
+/// Largest fragment payload.
+pub const FRAGMENT_SIZE: usize = 1280;
+
+/// Whether the values must go as header + fragments.
+pub fn needs_fragments(values: &[Value]) -> bool {
+    if values.len() >= 50 {
+        return true;
+    }
+    values.iter().map(|v| v.pack().len()).sum::<usize>() >= INLINE_LIMIT
+}
+
+impl Message {
+    /// Decodes a datagram.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut rd = bytes;
+        let v = rmpv::decode::read_value_with_max_depth(&mut rd, 24)
+            .map_err(|_| DecodeError::NotMap)?;
+        let m = v.as_map().ok_or(DecodeError::NotMap)?;
+        let tid = match get(m, "t") {
+            Some(Mp::Binary(b)) if b.len() == 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            Some(x) => x
+                .as_u64()
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or(DecodeError::Tid)?,
+            None => return Err(DecodeError::Tid),
+        };
+        let network = match get(m, "n") {
+            None => 0,
+            Some(x) => x
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or(DecodeError::Arg)?,
+        };
+        let is_client = get(m, "s").and_then(Mp::as_bool).unwrap_or(false);
+        let body = if let Some(e) = get(m, "e") {
+            let arr = e.as_array().ok_or(DecodeError::Arg)?;
+            let code = arr
+                .first()
+                .and_then(Mp::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .ok_or(DecodeError::Arg)?;
+            let message = arr.get(1).and_then(Mp::as_str).unwrap_or("").to_owned();
+            let r = get(m, "r").and_then(Mp::as_map).ok_or(DecodeError::Id)?;
+            let id = get(r, "id").and_then(hash).ok_or(DecodeError::Id)?;
+            if id.is_zero() {
+                return Err(DecodeError::Id);
+            }
+            Body::Error { code, message, id }
+        } else if let Some(r) = get(m, "r") {
+            Body::Reply(Args::parse(r)?)
+        } else if let Some(p) = get(m, "p") {
+            let pm = p.as_map().ok_or(DecodeError::Arg)?;
+            let mut frags = Vec::with_capacity(pm.len());
+            for (k, v) in pm {
+                let index = k
+                    .as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or(DecodeError::Arg)?;
+                let fm = v.as_map().ok_or(DecodeError::Arg)?;
+                let offset = get(fm, "o")
+                    .and_then(Mp::as_u64)
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or(DecodeError::Arg)?;
+                let data = get(fm, "d").and_then(blob).ok_or(DecodeError::Arg)?;
+                frags.push(Fragment {
+                    index,
+                    offset,
+                    data,
+                });
+            }
+            Body::Fragments(frags)
+        } else if get(m, "u").is_some() {
+            // Legacy (listen version 0) pushes: not used by 1.x+ peers.
+            return Err(DecodeError::Kind);
+        } else {
+            if let Some(y) = get(m, "y") {
+                if y.as_str() != Some("q") {
+                    return Err(DecodeError::Kind);
+                }
+            }
+            let q = get(m, "q")
+                .and_then(Mp::as_str)
+                .and_then(QueryKind::from_name);
+            let q = q.ok_or(DecodeError::Kind)?;
+            let a = get(m, "a").ok_or(DecodeError::Id)?;
+            Body::Query(q, Args::parse(a)?)
+        };
+        Ok(Self {
+            tid,
+            network,
+            is_client,
+            body,
+        })
+    }
+
+    /// Encodes the message. With `fragmented`, inline values are replaced by their packed sizes
+    /// (the caller sends [`fragments`] right after).
+    pub fn encode(&self, fragmented: bool) -> Vec<u8> {
+        let k = Mp::from;
+        let mut m: Vec<(Mp, Mp)> = Vec::with_capacity(6);
+        match &self.body {
+            Body::Query(q, a) => {
+                m.push((k("a"), a.to_msgpack(fragmented)));
+                m.push((k("q"), k(q.name())));
+                m.push((k("t"), Mp::from(self.tid)));
+                m.push((k("y"), k("q")));
+            }
+            Body::Reply(a) => {
+                m.push((k("r"), a.to_msgpack(fragmented)));
+                m.push((k("t"), Mp::from(self.tid)));
+                m.push((k("y"), k("r")));
+            }
+            Body::Error { code, message, id } => {
+                m.push((
+                    k("e"),
+                    Mp::Array(vec![Mp::from(*code), k(message.as_str())]),
+                ));
+                m.push((k("r"), Mp::Map(vec![(k("id"), Mp::Binary(id.0.to_vec()))])));
+                m.push((k("t"), Mp::from(self.tid)));
+                m.push((k("y"), k("e")));
+            }
+            Body::Fragments(fr) => {
+                m.push((k("y"), k("p")));
+                m.push((k("t"), Mp::from(self.tid)));
+                let p = fr
+                    .iter()
+                    .map(|f| {
+                        (
+                            Mp::from(f.index),
+                            Mp::Map(vec![
+                                (k("o"), Mp::from(f.offset)),
+                                (k("d"), Mp::Binary(f.data.clone())),
+                            ]),
+                        )
+                    })
+                    .collect();
+                m.push((k("p"), Mp::Map(p)));
+            }
+        }
+        if !matches!(self.body, Body::Fragments(_)) {
+            m.push((k("v"), k(USER_AGENT)));
+        }
+        if self.network != 0 {
+            m.push((k("n"), Mp::from(self.network)));
+        }
+        encode(&Mp::Map(m))
+    }
+
+    /// The values carried by a query or reply, if any.
+    pub fn values(&self) -> Option<&[Value]> {
+        match &self.body {
+            Body::Query(_, a) | Body::Reply(a) => match &a.values {
+                Some(WireValues::Values(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The fragment datagrams for `values` (one per ≤1280-byte chunk, in order).
+pub fn fragments(tid: u32, network: u32, values: &[Value]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let packed = v.pack();
+        for (n, chunk) in packed.chunks(FRAGMENT_SIZE).enumerate() {
+            let msg = Message {
+                tid,
+                network,
+                is_client: false,
+                body: Body::Fragments(vec![Fragment {
+                    index: i as u32,
+                    offset: (n * FRAGMENT_SIZE) as u32,
+                    data: chunk.to_vec(),
+                }]),
+            };
+            out.push(msg.encode(false));
+        }
+    }
+    out
+}
+
+/// Packs nodes (A.5).
+pub fn pack_nodes(nodes: &[(InfoHash, std::net::SocketAddr)], v6: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nodes.len() * if v6 { 38 } else { 26 });
+    for (id, addr) in nodes {
+        match (addr, v6) {
+            (std::net::SocketAddr::V4(a), false) => {
+                out.extend_from_slice(&id.0);
+                out.extend_from_slice(&a.ip().octets());
+                out.extend_from_slice(&a.port().to_be_bytes());
+            }
+            (std::net::SocketAddr::V6(a), true) => {
+                out.extend_from_slice(&id.0);
+                out.extend_from_slice(&a.ip().octets());
+                out.extend_from_slice(&a.port().to_be_bytes());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Unpacks nodes; `None` when the length is not a multiple of the entry size (error 423).
+pub fn unpack_nodes(b: &[u8], v6: bool) -> Option<Vec<(InfoHash, std::net::SocketAddr)>> {
+    let sz = if v6 { 38 } else { 26 };
+    if b.len() % sz != 0 {
+        return None;
+    }
+    Some(
+        b.chunks(sz)
+            .filter_map(|c| {
+                let id = InfoHash::from_slice(&c[..20])?;
+                let ip = ip_from(&c[20..sz - 2])?;
+                let port = u16::from_be_bytes([c[sz - 2], c[sz - 1]]);
+                Some((id, std::net::SocketAddr::new(ip, port)))
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s.split_whitespace().collect::<String>()).unwrap()
+    }
+
+    const PING: &str = "85a16181a26964c4141047e2d8a026af8c3dbda9bea4da3393da398b14a171a470696e67a174ceea61f530a179a171a176a4524e4731";
+    const PONG: &str = "84a17282a26964c414701b2d879ca1a371639bafcbb621ded11a94e508a27361c4047f000001a174ceea61f530a179a172a176a4524e4731";
+    const PUT: &str = "85a16185a26964c414701b2d879ca1a371639bafcbb621ded11a94e508a168c414913a73b565c8e2c8ed94497580f619397709b8b6
+           a676616c7565739182a26964cf23068878ce4b7f6da364617481a4626f647983a47479706500a464617461c40b68656c6c6f
+           20776f726c64a57574797065aa746578742f706c61696ea163ce6b068f31a5746f6b656ec420a282056cc23c7d7404c24bfce6
+           0e1294303e313caf74f16ac7d7a717077598d5a171a3707574a174ce48577299a179a171a176a4524e4731";
+    const PUT_REPLY: &str = "84a17283a26964c4141047e2d8a026af8c3dbda9bea4da3393da398b14a3766964cf23068878ce4b7f6da27361c4047f000001
+           a174ce48577299a179a172a176a4524e4731";
+
+    #[test]
+    fn transcript_vectors_decode_and_reencode_byte_exact() {
+        for (hexs, kind) in [
+            (PING, "ping"),
+            (PONG, "pong"),
+            (PUT, "put"),
+            (PUT_REPLY, "putr"),
+        ] {
+            let bytes = h(hexs);
+            let m = Message::decode(&bytes).unwrap();
+            match (&m.body, kind) {
+                (Body::Query(QueryKind::Ping, a), "ping") => {
+                    assert_eq!(m.tid, 3932288304);
+                    assert_eq!(a.id.to_hex(), "1047e2d8a026af8c3dbda9bea4da3393da398b14");
+                }
+                (Body::Reply(a), "pong") => {
+                    assert_eq!(a.sa, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+                }
+                (Body::Query(QueryKind::Put, a), "put") => {
+                    assert_eq!(a.h, Some(InfoHash::get("testkey")));
+                    assert_eq!(a.token.as_ref().unwrap().len(), 32);
+                    assert_eq!(a.created, Some(1795591985));
+                    let v = &m.values().unwrap()[0];
+                    assert_eq!(v.data, b"hello world");
+                }
+                (Body::Reply(a), "putr") => assert_eq!(a.vid, Some(2523854693626249069)),
+                other => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(m.encode(false), bytes, "{kind} re-encodes byte exact");
+        }
+    }
+
+    #[test]
+    fn bin4_tid_network_and_unknown_query() {
+        let mut m = Message::decode(&h(PING)).unwrap();
+        m.network = 5;
+        let enc = m.encode(false);
+        assert_eq!(Message::decode(&enc).unwrap().network, 5);
+        // t as bin4.
+        let v = rmpv::decode::read_value(&mut &h(PING)[..]).unwrap();
+        let mut map = v.as_map().unwrap().clone();
+        for (k, val) in map.iter_mut() {
+            if k.as_str() == Some("t") {
+                *val = Mp::Binary(vec![0, 0, 0, 7]);
+            }
+            if k.as_str() == Some("q") {
+                *val = Mp::from("ping");
+            }
+        }
+        let b = encode(&Mp::Map(map.clone()));
+        assert_eq!(Message::decode(&b).unwrap().tid, 7);
+        for (k, val) in map.iter_mut() {
+            if k.as_str() == Some("q") {
+                *val = Mp::from("bogus");
+            }
+        }
+        assert_eq!(
+            Message::decode(&encode(&Mp::Map(map))),
+            Err(DecodeError::Kind)
+        );
+    }
+
+    #[test]
+    fn node_packing_round_trip_and_bad_length() {
+        let a: std::net::SocketAddr = "127.0.0.1:14222".parse().unwrap();
+        let b: std::net::SocketAddr = "[::1]:14222".parse().unwrap();
+        let id = InfoHash::get("x");
+        let p4 = pack_nodes(&[(id, a), (id, b)], false);
+        assert_eq!(p4.len(), 26);
+        assert_eq!(unpack_nodes(&p4, false).unwrap(), vec![(id, a)]);
+        let p6 = pack_nodes(&[(id, b)], true);
+        assert_eq!(unpack_nodes(&p6, true).unwrap(), vec![(id, b)]);
+        assert!(unpack_nodes(&p4[..25], false).is_none());
+    }
+
+    #[test]
+    fn fragments_match_transcript_shape() {
+        let mut v = Value::new(vec![7u8; 3000]);
+        v.id = 1;
+        assert!(needs_fragments(std::slice::from_ref(&v)));
+        let fr = fragments(9, 0, std::slice::from_ref(&v));
+        assert_eq!(fr.len(), 3);
+        let m = Message::decode(&fr[1]).unwrap();
+        let Body::Fragments(f) = m.body else { panic!() };
+        assert_eq!((f[0].index, f[0].offset, f[0].data.len()), (0, 1280, 1280));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = Message::decode(&bytes);
+            let _ = Value::unpack(&bytes);
+        }
+    }
+}
