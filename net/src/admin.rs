@@ -30,7 +30,10 @@ pub struct Admin {
 impl Admin {
     /// Wraps a registry; the server is not ready until [`Self::set_ready`] is called.
     pub fn new(registry: Registry) -> Self {
-        Self { registry: Arc::new(Mutex::new(registry)), ready: Arc::new(AtomicBool::new(false)) }
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            ready: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Marks the server ready (or not) for `/readyz`.
@@ -78,7 +81,10 @@ impl Admin {
 }
 
 async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], admin.render())
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        admin.render(),
+    )
 }
 
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
@@ -111,9 +117,11 @@ mod tests {
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -124,8 +132,14 @@ mod tests {
         let mut reg = Registry::with_prefix("waypost_test");
         let fam = Family::<Labels, Counter>::default();
         reg.register("requests", "Requests by outcome", fam.clone());
-        fam.get_or_create(&Labels { outcome: Outcome::Ok }).inc_by(3);
-        fam.get_or_create(&Labels { outcome: Outcome::Refused }).inc();
+        fam.get_or_create(&Labels {
+            outcome: Outcome::Ok,
+        })
+        .inc_by(3);
+        fam.get_or_create(&Labels {
+            outcome: Outcome::Refused,
+        })
+        .inc();
         let admin = Admin::new(reg);
         let sd = Shutdown::new();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -136,8 +150,14 @@ mod tests {
         assert!(m.starts_with("HTTP/1.1 200"), "{m}");
         let body = m.split("\r\n\r\n").nth(1).unwrap();
         assert_valid_prometheus_text(body);
-        assert!(body.contains("waypost_test_requests_total{outcome=\"Ok\"} 3"), "{body}");
-        assert!(body.contains("waypost_test_requests_total{outcome=\"Refused\"} 1"), "{body}");
+        assert!(
+            body.contains("waypost_test_requests_total{outcome=\"Ok\"} 3"),
+            "{body}"
+        );
+        assert!(
+            body.contains("waypost_test_requests_total{outcome=\"Refused\"} 1"),
+            "{body}"
+        );
 
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
@@ -145,7 +165,10 @@ mod tests {
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
 
         sd.trigger();
-        tokio::time::timeout(std::time::Duration::from_secs(5), task).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     /// A small validator of the exposition format: every line is a comment, `# EOF`, or
@@ -165,7 +188,8 @@ mod tests {
             value.parse::<f64>().expect("numeric value");
             let name = name_labels.split('{').next().unwrap();
             assert!(
-                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
                 "bad metric name {name}"
             );
             let family = name.trim_end_matches("_total").trim_end_matches("_created");

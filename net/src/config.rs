@@ -29,6 +29,9 @@ pub trait Layer<C> {
 
 /// Declares a server configuration and its layer. See the module documentation.
 ///
+/// Boolean switches take `#[arg(long, num_args = 0..=1, default_missing_value = "true")]` so that
+/// `--flag` alone means true, while the TOML file still writes `flag = true`.
+///
 /// ```ignore
 /// waypost_net::layered_config! {
 ///     /// The example server's configuration.
@@ -94,6 +97,51 @@ pub struct Cli<L: clap::Args> {
     pub log_level: Option<crate::logging::Level>,
     #[command(flatten)]
     pub layer: L,
+}
+
+/// Parses the process's command line. Help and version print and exit 0; any other error prints
+/// one line and exits 64 (`EX_USAGE`), like an invalid configuration file.
+pub fn parse_cli<L: clap::Args>(program: &str) -> Cli<L> {
+    use clap::Parser;
+    match Cli::<L>::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            exit_invalid(program, &first.trim_start_matches("error: "))
+        }
+    }
+}
+
+/// Parses the command line, resolves the layers and validates the result with `validate`; exits
+/// 64 with one line on any error, and 0 after printing "configuration ok" with `--check-config`.
+/// Call it before binding anything.
+pub fn load_or_exit<C, L, R, E>(
+    program: &str,
+    validate: impl FnOnce(C) -> Result<R, E>,
+) -> (R, Option<crate::logging::Level>)
+where
+    C: Default,
+    L: Layer<C> + clap::Args + for<'de> Deserialize<'de>,
+    E: fmt::Display,
+{
+    let cli = parse_cli::<L>(program);
+    let cfg = match resolve::<C, L>(cli.config.as_deref(), cli.layer) {
+        Ok(c) => c,
+        Err(e) => exit_invalid(program, &e),
+    };
+    let runtime = match validate(cfg) {
+        Ok(r) => r,
+        Err(e) => exit_invalid(program, &e),
+    };
+    if cli.check_config {
+        exit_config_ok(program);
+    }
+    (runtime, cli.log_level)
 }
 
 /// Reads the TOML file at `path` into a layer, rejecting unknown keys.
@@ -201,6 +249,7 @@ pub fn check_admin_addr(addr: AdminAddr, allow_public: bool) -> Result<(), NetEr
 }
 
 #[cfg(test)]
+#[allow(unreachable_pub)]
 mod tests {
     use clap::Parser;
 
@@ -239,7 +288,8 @@ mod tests {
 
     #[test]
     fn repeatable_flags_replace_the_default_list() {
-        let cli = Cli::<TestLayer>::try_parse_from(["x", "--user", "a:b", "--user", "c:d"]).unwrap();
+        let cli =
+            Cli::<TestLayer>::try_parse_from(["x", "--user", "a:b", "--user", "c:d"]).unwrap();
         let cfg: TestConfig = resolve(None, cli.layer).unwrap();
         assert_eq!(cfg.users, vec!["a:b".to_owned(), "c:d".to_owned()]);
     }

@@ -8,6 +8,8 @@
 //! - [`logging`]: the logless policy: `warn` by default, no access logs, a field allow-list.
 //! - [`shutdown`]: SIGTERM/SIGINT handling and draining with a grace period.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod admin;
 pub mod config;
 pub mod error;

@@ -23,12 +23,24 @@ pub struct SocketOptions {
 impl SocketOptions {
     /// Defaults for a listener named `label`: large buffers, no port sharing.
     pub fn new(label: &'static str) -> Self {
-        Self { buffer: LARGE_BUFFER, reuse_port: false, label }
+        Self {
+            buffer: LARGE_BUFFER,
+            reuse_port: false,
+            label,
+        }
     }
 }
 
-fn socket_for(addr: SocketAddr, ty: Type, proto: Protocol, opts: &SocketOptions) -> Result<Socket, NetError> {
-    let bind_err = |e: std::io::Error| NetError::Bind { what: opts.label, kind: e.kind() };
+fn socket_for(
+    addr: SocketAddr,
+    ty: Type,
+    proto: Protocol,
+    opts: &SocketOptions,
+) -> Result<Socket, NetError> {
+    let bind_err = |e: std::io::Error| NetError::Bind {
+        what: opts.label,
+        kind: e.kind(),
+    };
     let sock = Socket::new(Domain::for_address(addr), ty, Some(proto)).map_err(bind_err)?;
     if addr.is_ipv6() {
         // One socket per family: an IPv6 socket never also takes IPv4 traffic.
@@ -54,27 +66,45 @@ fn socket_for(addr: SocketAddr, ty: Type, proto: Protocol, opts: &SocketOptions)
 }
 
 /// Binds a UDP socket.
-pub fn bind_udp_std(addr: SocketAddr, opts: &SocketOptions) -> Result<std::net::UdpSocket, NetError> {
+pub fn bind_udp_std(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+) -> Result<std::net::UdpSocket, NetError> {
     Ok(socket_for(addr, Type::DGRAM, Protocol::UDP, opts)?.into())
 }
 
 /// Binds a UDP socket registered with the current tokio runtime.
 pub fn bind_udp(addr: SocketAddr, opts: &SocketOptions) -> Result<tokio::net::UdpSocket, NetError> {
     let std = bind_udp_std(addr, opts)?;
-    tokio::net::UdpSocket::from_std(std).map_err(|e| NetError::Bind { what: opts.label, kind: e.kind() })
+    tokio::net::UdpSocket::from_std(std).map_err(|e| NetError::Bind {
+        what: opts.label,
+        kind: e.kind(),
+    })
 }
 
 /// Binds a TCP listener (backlog 1024).
-pub fn bind_tcp_std(addr: SocketAddr, opts: &SocketOptions) -> Result<std::net::TcpListener, NetError> {
+pub fn bind_tcp_std(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+) -> Result<std::net::TcpListener, NetError> {
     let sock = socket_for(addr, Type::STREAM, Protocol::TCP, opts)?;
-    sock.listen(1024).map_err(|e| NetError::Bind { what: opts.label, kind: e.kind() })?;
+    sock.listen(1024).map_err(|e| NetError::Bind {
+        what: opts.label,
+        kind: e.kind(),
+    })?;
     Ok(sock.into())
 }
 
 /// Binds a TCP listener registered with the current tokio runtime.
-pub fn bind_tcp(addr: SocketAddr, opts: &SocketOptions) -> Result<tokio::net::TcpListener, NetError> {
+pub fn bind_tcp(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+) -> Result<tokio::net::TcpListener, NetError> {
     let std = bind_tcp_std(addr, opts)?;
-    tokio::net::TcpListener::from_std(std).map_err(|e| NetError::Bind { what: opts.label, kind: e.kind() })
+    tokio::net::TcpListener::from_std(std).map_err(|e| NetError::Bind {
+        what: opts.label,
+        kind: e.kind(),
+    })
 }
 
 #[cfg(test)]
@@ -110,7 +140,9 @@ mod tests {
     async fn bind_error_does_not_name_the_address() {
         let opts = SocketOptions::new("udp");
         let a = bind_udp("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
-        let err = bind_udp(a.local_addr().unwrap(), &opts).unwrap_err().to_string();
+        let err = bind_udp(a.local_addr().unwrap(), &opts)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("udp"), "{err}");
         assert!(!err.contains("127.0.0.1"), "{err}");
     }

@@ -90,8 +90,16 @@ pub fn init(level: Level) {
 pub struct AllowListFields;
 
 impl<'writer> FormatFields<'writer> for AllowListFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
-        let mut visitor = AllowListVisitor { writer: &mut writer, result: Ok(()), first: true };
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = AllowListVisitor {
+            writer: &mut writer,
+            result: Ok(()),
+            first: true,
+        };
         fields.record(&mut visitor);
         visitor.result
     }
@@ -126,7 +134,10 @@ pub fn format_for_test(f: impl FnOnce()) -> String {
     struct Buf(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(b);
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {

@@ -55,7 +55,9 @@ impl Shutdown {
     /// Waits for every tracked task to finish, at most `grace`. Returns `true` if all finished.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
     /// Triggers shutdown on the first SIGTERM or SIGINT. Spawn it once from `main`.
@@ -69,9 +71,10 @@ impl Shutdown {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process still stops on the default disposition.
         std::future::pending::<()>().await;
         return;
@@ -107,7 +110,10 @@ mod tests {
         });
         sd.trigger();
         assert!(sd.drain(Duration::from_secs(5)).await);
-        assert!(done.load(Ordering::SeqCst), "drain returned before the task finished");
+        assert!(
+            done.load(Ordering::SeqCst),
+            "drain returned before the task finished"
+        );
     }
 
     #[tokio::test]

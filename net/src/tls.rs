@@ -16,16 +16,23 @@ pub fn install_provider() {
 }
 
 /// Loads a certificate chain and private key from PEM files into a server configuration.
-pub fn load_server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, NetError> {
+pub fn load_server_config(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, NetError> {
     install_provider();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| NetError::Tls(format!("certificate file: {e}")))?
         .collect::<Result<_, _>>()
         .map_err(|e| NetError::Tls(format!("certificate file: {e}")))?;
     if certs.is_empty() {
-        return Err(NetError::Tls("certificate file holds no certificate".into()));
+        return Err(NetError::Tls(
+            "certificate file holds no certificate".into(),
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| NetError::Tls(format!("key file: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| NetError::Tls(format!("key file: {e}")))?;
     let mut cfg = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -73,7 +80,9 @@ impl ReloadableTls {
     #[cfg(unix)]
     pub async fn reload_on_sighup(self, shutdown: crate::shutdown::Shutdown) {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -108,7 +117,10 @@ mod tests {
         let (cert, key) = write_cert(dir.path(), "localhost");
         let tls = ReloadableTls::load(&cert, &key, &[b"http/1.1"]).unwrap();
         std::fs::write(&cert, "not a pem").unwrap();
-        assert!(tls.reload().is_err(), "garbage must not replace a good certificate");
+        assert!(
+            tls.reload().is_err(),
+            "garbage must not replace a good certificate"
+        );
         let _ = tls.acceptor();
         assert!(load_server_config(&dir.path().join("missing.pem"), &key, &[]).is_err());
     }

@@ -11,6 +11,7 @@
 //! - [`identity`]: Jami identities (RSA keys, Jami IDs).
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod dht;
 pub mod identity;
