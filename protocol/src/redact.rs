@@ -85,7 +85,11 @@ mod tests {
     #[test]
     fn debug_and_display_never_show_the_value() {
         let addr = PeerAddr::new("192.0.2.77:4567".parse().unwrap());
-        for shown in [format!("{addr}"), format!("{addr:?}"), format!("{:#?}", Some(&addr))] {
+        for shown in [
+            format!("{addr}"),
+            format!("{addr:?}"),
+            format!("{:#?}", Some(&addr)),
+        ] {
             assert!(!shown.contains("192.0.2.77"), "{shown}");
             assert!(!shown.contains("4567"), "{shown}");
         }
