@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this script).
+# On a fresh Debian machine it first installs what the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== clippy (-D warnings)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== sans-IO check"
+bash scripts/check-sans-io.sh
+if command -v cargo-deny >/dev/null 2>&1; then
+  echo "== cargo deny (licenses, bans, sources)"
+  cargo deny --locked check licenses bans sources
+fi
+echo "== tests"
+cargo nextest run --locked --workspace --profile ci
