@@ -6,6 +6,8 @@
 
 pub mod infohash;
 pub mod msg;
+pub mod routing;
+pub mod storage;
 pub mod value;
 
 pub use infohash::InfoHash;
