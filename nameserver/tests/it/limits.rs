@@ -1,0 +1,138 @@
+//! Abuse limits and metrics: body cap, per-source POST rate limit, timeouts, counters.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use waypost_nameserver::config::RateSettings;
+use waypost_nameserver::metrics::{Op, Outcome};
+use waypost_nameserver::{MemoryStore, Settings};
+
+use crate::common::*;
+
+#[test]
+fn oversized_body_is_413_and_server_keeps_serving() {
+    let mut settings = Settings::for_tests();
+    settings.body_limit = 4096;
+    let s = TestServer::start(settings, Arc::new(MemoryStore::new()));
+    let big = format!(r#"{{"addr":"{}"}}"#, "a".repeat(8000));
+    s.post("/name/alice", big.as_bytes())
+        .expect(413, json!({"success": false, "error": "request too large"}));
+    // Chunked upload without a length is capped too.
+    let mut stream = TcpStream::connect(s.addr).unwrap();
+    let mut req = b"POST /name/alice HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"800\r\n");
+        req.extend_from_slice(&[b' '; 0x800]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&req).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse_response(&raw).status, 413);
+    assert_eq!(s.metrics.get(Op::Register, Outcome::TooLarge), 2);
+    s.post("/name/alice", &reg(key_a(), "alice"))
+        .expect(200, json!({"success": true}));
+}
+
+#[test]
+fn post_rate_limit_is_per_source_ip() {
+    let mut settings = Settings::for_tests();
+    settings.post_limit = Some(RateSettings {
+        per_minute: 1,
+        burst: 2,
+        max_entries: 100,
+    });
+    let s = TestServer::start(settings, Arc::new(MemoryStore::new()));
+    assert_eq!(s.post("/name/alice", b"{}").status, 400);
+    assert_eq!(s.post("/name/alice", b"{}").status, 400);
+    let r = s.post("/name/alice", &reg(key_a(), "alice"));
+    r.expect(429, json!({"success": false, "error": "rate limited"}));
+    assert!(r.header("retry-after").is_some());
+    // GETs are not limited.
+    s.get("/name/alice")
+        .expect(404, json!({"error": "name not registered"}));
+    // Another source address has its own bucket.
+    let canary = waypost_tests::canary::Canary::new();
+    let stream = canary
+        .tcp_connect(s.addr)
+        .expect("connect from a loopback alias");
+    let r = request_on(
+        stream,
+        "POST",
+        "/name/alice",
+        &[("Content-Type", "application/json")],
+        Some(&reg(key_a(), "alice")),
+    );
+    r.expect(200, json!({"success": true}));
+    assert_eq!(s.metrics.get(Op::Register, Outcome::RateLimited), 1);
+}
+
+#[test]
+fn slow_headers_are_cut_off() {
+    let mut settings = Settings::for_tests();
+    settings.header_timeout = Duration::from_millis(300);
+    let s = TestServer::start(settings, Arc::new(MemoryStore::new()));
+    let mut stream = TcpStream::connect(s.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /name/alice HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "connection closed by the header timeout"
+    );
+    // The server still answers others.
+    assert_eq!(s.get("/name/alice").status, 404);
+}
+
+#[test]
+fn slow_body_gets_408() {
+    let mut settings = Settings::for_tests();
+    settings.request_timeout = Duration::from_millis(300);
+    let s = TestServer::start(settings, Arc::new(MemoryStore::new()));
+    let mut stream = TcpStream::connect(s.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST /name/alice HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let r = parse_response(&raw);
+    r.expect(408, json!({"error": "request timeout"}));
+    assert_eq!(s.metrics.get(Op::Other, Outcome::Timeout), 1);
+}
+
+#[test]
+fn counters_by_outcome_with_typed_labels_only() {
+    let s = TestServer::memory();
+    s.post("/name/alice", &reg(key_a(), "alice"))
+        .expect(200, json!({"success": true}));
+    s.get("/name/alice");
+    s.get("/name/nobody");
+    s.get("/name/==");
+    s.get(&format!("/addr/{}", id(key_a())));
+    s.post("/name/alice", &reg(key_b(), "alice"));
+    let text = s.metrics_text();
+    for line in [
+        r#"waypost_nameserver_requests_total{op="Register",outcome="Registered"} 1"#,
+        r#"waypost_nameserver_requests_total{op="Register",outcome="NameTaken"} 1"#,
+        r#"waypost_nameserver_requests_total{op="Lookup",outcome="Found"} 1"#,
+        r#"waypost_nameserver_requests_total{op="Lookup",outcome="NotFound"} 1"#,
+        r#"waypost_nameserver_requests_total{op="Lookup",outcome="Invalid"} 1"#,
+        r#"waypost_nameserver_requests_total{op="Reverse",outcome="Found"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(!text.contains("alice") && !text.contains("127.0.0.1") && !text.contains(&id(key_a())));
+}

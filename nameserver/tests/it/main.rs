@@ -1,0 +1,6 @@
+//! Integration tests of the name server: the spec's §6 conformance table, durability across
+//! `kill -9`, limits, configuration and the privacy canary.
+
+mod common;
+mod conformance;
+mod limits;
