@@ -3,7 +3,7 @@
 
 #![allow(clippy::print_stderr, clippy::disallowed_macros)]
 
-use clap::Parser;
+use clap::Parser as _;
 use prometheus_client::registry::Registry;
 use waypost_nameserver::{Metrics, NameserverConfig, NameserverLayer, open_store, run};
 use waypost_net::config::{Cli, exit_config_ok, exit_invalid, resolve};
@@ -13,7 +13,15 @@ use waypost_net::shutdown::Shutdown;
 const PROGRAM: &str = "nameserver";
 
 fn main() {
-    let cli = Cli::<NameserverLayer>::parse();
+    let cli = match Cli::<NameserverLayer>::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            exit_invalid(PROGRAM, &first.trim_start_matches("error: "))
+        }
+    };
     let cfg: NameserverConfig = match resolve(cli.config.as_deref(), cli.layer) {
         Ok(c) => c,
         Err(e) => exit_invalid(PROGRAM, &e),
