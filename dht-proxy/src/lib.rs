@@ -1,3 +1,130 @@
-//! OpenDHT proxy REST API with push notifications.
+//! OpenDHT proxy REST API with push notifications, on top of a DHT node.
 //!
-//! Not implemented yet: see the project's open issues.
+//! - [`value`]: the proxy's value model and JSON form (spec A.8).
+//! - [`backend`]: the [`backend::DhtBackend`] trait the proxy uses and an in-memory DHT for tests.
+//! - [`http`]: the routes (spec B.2–B.11).
+//! - [`proxy`]: permanent puts, push subscriptions (one DHT listen per key), leases, limits.
+//! - [`push`]: gateway bodies (gorush, 2.4 and 4.x formats), UnifiedPush, the dispatcher.
+//! - [`store`]: redb persistence of subscriptions and permanent puts.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod proxy;
+pub mod push;
+pub mod store;
+pub mod value;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::serve::ListenerExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use waypost_net::shutdown::Shutdown;
+use waypost_net::tls::ReloadableTls;
+
+pub use crate::config::{ProxyConfig, ProxyLayer, ProxyOptions};
+pub use crate::error::ProxyError;
+pub use crate::proxy::Proxy;
+
+/// The sockets a proxy serves on, bound before [`serve`].
+pub struct Listeners {
+    /// Plain HTTP.
+    pub http: Option<TcpListener>,
+    /// HTTPS and its certificate.
+    pub tls: Option<(TcpListener, ReloadableTls)>,
+}
+
+/// Serves the proxy's routes on the given listeners until `shutdown`, then gives open
+/// connections (listen streams never end by themselves) a short grace period.
+pub async fn serve(
+    proxy: Proxy,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), ProxyError> {
+    let router = http::router(proxy);
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(l) = listeners.http {
+        let app = router
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let sd = shutdown.clone();
+        let l = l.tap_io(|t: &mut TcpStream| {
+            let _ = t.set_nodelay(true);
+        });
+        tasks.spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async move { sd.cancelled().await })
+                .await;
+        });
+    }
+    if let Some((l, tls)) = listeners.tls {
+        let local = l.local_addr().map_err(waypost_net::NetError::from)?;
+        let (tx, rx) = mpsc::channel(256);
+        let sd = shutdown.clone();
+        tokio::spawn(tls_accept(l, tls, tx, sd));
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        let sd = shutdown.clone();
+        let l = TlsListener { rx, local }.tap_io(|_| {});
+        tasks.spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async move { sd.cancelled().await })
+                .await;
+        });
+    }
+    shutdown.cancelled().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    Ok(())
+}
+
+type TlsConn = (tokio_rustls::server::TlsStream<TcpStream>, SocketAddr);
+
+async fn tls_accept(l: TcpListener, tls: ReloadableTls, tx: mpsc::Sender<TlsConn>, sd: Shutdown) {
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = sd.cancelled() => return,
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tls.acceptor();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            {
+                let _ = tx.send((s, addr)).await;
+            }
+        });
+    }
+}
+
+struct TlsListener {
+    rx: mpsc::Receiver<TlsConn>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}

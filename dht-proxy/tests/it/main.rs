@@ -1,0 +1,7 @@
+//! Integration tests of the DHT proxy: the real server in-process on loopback.
+
+#![allow(unreachable_pub, clippy::unwrap_used)]
+
+mod common;
+mod push;
+mod routes;
