@@ -1,6 +1,7 @@
 //! Integration tests of the name server: the spec's §6 conformance table, durability across
 //! `kill -9`, limits, configuration and the privacy canary.
 
+mod canary;
 mod cli;
 mod common;
 mod conformance;
