@@ -1,6 +1,6 @@
 //! Long-term credentials (RFC 8489 §9.2), the TURN REST API shared secret, and stateless nonces.
 //!
-//! The nonce is `hex(issue time) || hex(HMAC-SHA256(secret, time || client IP)[..8])`: the server
+//! The nonce is `base64(issue time || HMAC-SHA256(secret, time || client IP)[..5])`: the server
 //! keeps no state per client before authentication and can still tell a forged nonce (401) from
 //! a stale one (438).
 
@@ -74,8 +74,9 @@ pub enum NonceCheck {
     Invalid,
 }
 
-/// Length in bytes of the nonces [`NonceKey::issue`] makes.
-pub const NONCE_LEN: usize = 24;
+/// Length in bytes of the nonces [`NonceKey::issue`] makes: base64 of a 32-bit issue time and a
+/// 40-bit tag. Short on purpose: a 401 answer must not be larger than the request it answers.
+pub const NONCE_LEN: usize = 12;
 
 /// Issues and checks stateless nonces.
 #[derive(Clone)]
@@ -89,26 +90,26 @@ impl NonceKey {
         Self { secret }
     }
 
-    fn tag(&self, ts: u32, ip: IpAddr) -> [u8; 8] {
-        let mut out = [0u8; 8];
-        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret) else {
-            return out;
-        };
+    fn tag(&self, ts: u32, ip: IpAddr) -> [u8; 5] {
+        let mut out = [0u8; 5];
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret) else { return out };
         mac.update(&ts.to_be_bytes());
         match canonical_ip(ip) {
             IpAddr::V4(v4) => mac.update(&v4.octets()),
             IpAddr::V6(v6) => mac.update(&v6.octets()),
         }
-        out.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+        out.copy_from_slice(&mac.finalize().into_bytes()[..5]);
         out
     }
 
     /// A nonce for `ip` issued at `now` (Unix seconds).
     pub fn issue(&self, now: u64, ip: IpAddr) -> [u8; NONCE_LEN] {
         let ts = u32::try_from(now).unwrap_or(u32::MAX);
+        let mut raw = [0u8; 9];
+        raw[..4].copy_from_slice(&ts.to_be_bytes());
+        raw[4..].copy_from_slice(&self.tag(ts, ip));
         let mut out = [0u8; NONCE_LEN];
-        hex::encode_to_slice(ts.to_be_bytes(), &mut out[..8]).ok();
-        hex::encode_to_slice(self.tag(ts, ip), &mut out[8..]).ok();
+        let _ = base64::engine::general_purpose::STANDARD.encode_slice(raw, &mut out);
         out
     }
 
@@ -117,20 +118,15 @@ impl NonceKey {
         if nonce.len() != NONCE_LEN {
             return NonceCheck::Invalid;
         }
-        let mut ts = [0u8; 4];
-        let mut tag = [0u8; 8];
-        if hex::decode_to_slice(&nonce[..8], &mut ts).is_err()
-            || hex::decode_to_slice(&nonce[8..], &mut tag).is_err()
-        {
-            return NonceCheck::Invalid;
+        let mut raw = [0u8; 9];
+        match base64::engine::general_purpose::STANDARD.decode_slice(nonce, &mut raw) {
+            Ok(9) => {}
+            _ => return NonceCheck::Invalid,
         }
-        let ts = u32::from_be_bytes(ts);
+        let ts = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let want = self.tag(ts, ip);
         // Constant-time comparison.
-        let diff = want
-            .iter()
-            .zip(tag.iter())
-            .fold(0u8, |a, (x, y)| a | (x ^ y));
+        let diff = want.iter().zip(raw[4..].iter()).fold(0u8, |a, (x, y)| a | (x ^ y));
         if diff != 0 {
             return NonceCheck::Invalid;
         }
@@ -171,7 +167,7 @@ mod tests {
             NonceCheck::Valid
         );
         let mut bad = n;
-        bad[23] ^= 1;
+        bad[10] ^= 1;
         assert_eq!(k.check(&bad, 1010, ip, 600), NonceCheck::Invalid);
         assert_eq!(k.check(b"short", 1010, ip, 600), NonceCheck::Invalid);
         assert_eq!(

@@ -1,0 +1,126 @@
+//! TCP and TLS client connections (RFC 8656 stream framing, RFC 6062 data connections).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use waypost_protocol::stun::{Message, channel, frame_len};
+
+use crate::metrics::{Refusal, Transport};
+use crate::server::{Action, FiveTuple, Server, Sink};
+
+/// Largest frame a client may send (a STUN message or ChannelData with padding).
+const MAX_FRAME: usize = 4 + 65536;
+/// A connection that has not sent a complete first message by then is closed.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one client stream until it closes or the server stops.
+pub(crate) async fn serve<S>(
+    server: Arc<Server>,
+    stream: S,
+    client: SocketAddr,
+    local: SocketAddr,
+    transport: Transport,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    server.metrics.connection(transport, true);
+    let tuple = FiveTuple {
+        client,
+        local,
+        transport,
+    };
+    let bound = serve_inner(&server, stream, tuple).await;
+    server.remove_allocation(&tuple);
+    server.metrics.connection(transport, false);
+    if let Some((client_stream, mut peer, owner, leftover)) = bound {
+        // RFC 6062 data connection: raw bytes both ways until either side closes.
+        let mut client_stream = client_stream;
+        let stop = server.stop.clone();
+        if peer.write_all(&leftover).await.is_ok() {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                _ = tokio::io::copy_bidirectional(&mut client_stream, &mut peer) => {}
+            }
+        }
+        server.tcp_data_closed(&owner);
+    }
+}
+
+type Bound<S> = (S, tokio::net::TcpStream, FiveTuple, Vec<u8>);
+
+async fn serve_inner<S>(server: &Arc<Server>, stream: S, tuple: FiveTuple) -> Option<Bound<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4096);
+    let sink = Sink::Stream(tx);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut tmp = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(1500);
+    let stop = server.stop.clone();
+    let mut seen_message = false;
+    let first_deadline = tokio::time::sleep(FIRST_MESSAGE_TIMEOUT);
+    tokio::pin!(first_deadline);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = &mut first_deadline, if !seen_message => return None,
+            Some(b) = rx.recv() => {
+                if wr.write_all(&b).await.is_err() {
+                    return None;
+                }
+            }
+            r = rd.read(&mut tmp) => {
+                let n = match r { Ok(0) | Err(_) => return None, Ok(n) => n };
+                buf.extend_from_slice(&tmp[..n]);
+                let mut pos = 0;
+                loop {
+                    let len = match frame_len(&buf[pos..]) {
+                        Ok(Some(len)) => len,
+                        Ok(None) => break,
+                        Err(_) => {
+                            server.metrics.refused(Refusal::Malformed);
+                            return None;
+                        }
+                    };
+                    if len > MAX_FRAME {
+                        server.metrics.refused(Refusal::Malformed);
+                        return None;
+                    }
+                    if buf.len() - pos < len {
+                        break;
+                    }
+                    let frame = &buf[pos..pos + len];
+                    pos += len;
+                    seen_message = true;
+                    if frame[0] >> 6 == 1 {
+                        if let Some((ch, payload)) = channel::parse(frame) {
+                            server.client_channel_data(&tuple, ch, payload);
+                        }
+                        continue;
+                    }
+                    let Ok(msg) = Message::parse(frame) else {
+                        server.metrics.refused(Refusal::Malformed);
+                        return None;
+                    };
+                    out.clear();
+                    let action = server.handle_stun(&msg, tuple, &sink, &mut out);
+                    if !out.is_empty() && wr.write_all(&out).await.is_err() {
+                        return None;
+                    }
+                    if let Action::Bind(peer, owner) = action {
+                        let leftover = buf[pos..].to_vec();
+                        let _ = wr.flush().await;
+                        return Some((rd.unsplit(wr), peer, owner, leftover));
+                    }
+                }
+                buf.drain(..pos);
+            }
+        }
+    }
+}
