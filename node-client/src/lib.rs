@@ -1,3 +1,10 @@
 //! Reference peer client for the Waypost suite.
 //!
-//! Not implemented yet: see the project's open issues.
+//! A library with one module per service, plus the clap command line in [`cli`] that the
+//! `node-client` binary runs. Other services add a module and a subcommand.
+//!
+//! - [`name`]: the Jami name server client (register, lookup, reverse lookup).
+
+pub mod cli;
+pub mod name;
+pub mod output;
