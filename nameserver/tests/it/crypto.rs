@@ -49,7 +49,7 @@ fn openssl_agrees_on_id_and_signature() {
         JamiId::of_spki_der(&der).to_hex()
     };
     // Our importer derives the same ID from the PEM text.
-    let mut pem_nul = pub_pem.clone();
+    let mut pem_nul = pub_pem;
     pem_nul.push(0);
     let b64 = base64::engine::general_purpose::STANDARD;
     let pk_field = b64.encode(&pem_nul);
