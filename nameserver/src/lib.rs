@@ -152,7 +152,12 @@ async fn serve_connection(
     tokio::pin!(conn);
     let mut closing = false;
     loop {
-        let deadline = *activity.last.lock() + idle;
+        // While a request is in flight the idle clock does not run.
+        let deadline = if activity.in_flight.load(Ordering::SeqCst) > 0 {
+            Instant::now() + idle
+        } else {
+            *activity.last.lock() + idle
+        };
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {

@@ -136,3 +136,27 @@ fn counters_by_outcome_with_typed_labels_only() {
     }
     assert!(!text.contains("alice") && !text.contains("127.0.0.1") && !text.contains(&id(key_a())));
 }
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let mut settings = Settings::for_tests();
+    settings.idle_timeout = Duration::from_millis(300);
+    let s = TestServer::start(settings, Arc::new(MemoryStore::new()));
+    let mut stream = TcpStream::connect(s.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /name/alice HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut raw = Vec::new();
+    // Keep-alive: the read ends only when the server closes the idle connection.
+    let _ = stream.read_to_end(&mut raw);
+    assert_eq!(parse_response(&raw).status, 404);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
