@@ -3,5 +3,7 @@
 #![allow(unreachable_pub, clippy::unwrap_used)]
 
 mod common;
+mod interop;
 mod push;
 mod routes;
+mod tls_metrics;
