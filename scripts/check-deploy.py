@@ -729,7 +729,8 @@ def check_configs(bin_dir: Path | None) -> None:
         env = {}
         for m in re.finditer(r"^# check-env: (\S+)$", path.read_text(), re.M):
             env[m.group(1)] = secrets.token_hex(16)
-        run_check_config(f"deploy/config/{path.name}", server, path, env, bin_dir)
+        label = f"deploy/config/{path.name}" if path.parent == ROOT / "deploy" / "config" else str(path)
+        run_check_config(label, server, path, env, bin_dir)
     check(servers_with_config == set(SERVERS), f"example configs for {sorted(SERVERS)} expected")
 
     rendered: list = []
@@ -753,9 +754,13 @@ def check_configs(bin_dir: Path | None) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", type=Path, help="directory holding the server binaries")
+    ap.add_argument("--config-dir", type=Path, help="example configs to check instead of deploy/config")
     ap.add_argument("checks", nargs="+", choices=["dockerfile", "compose", "systemd", "helm", "configs", "all"])
     args = ap.parse_args()
     ensure_venv()
+    if args.config_dir:
+        global CONFIG_DIR
+        CONFIG_DIR = args.config_dir.resolve()
     checks = ["dockerfile", "compose", "systemd", "configs"] if "all" in args.checks else args.checks
     for c in checks:
         print(f"== {c}")
