@@ -540,7 +540,7 @@ pub fn pack_nodes(nodes: &[(InfoHash, std::net::SocketAddr)], v6: bool) -> Vec<u
 /// Unpacks nodes; `None` when the length is not a multiple of the entry size (error 423).
 pub fn unpack_nodes(b: &[u8], v6: bool) -> Option<Vec<(InfoHash, std::net::SocketAddr)>> {
     let sz = if v6 { 38 } else { 26 };
-    if b.len() % sz != 0 {
+    if !b.len().is_multiple_of(sz) {
         return None;
     }
     Some(

@@ -37,7 +37,9 @@ impl Node {
     /// Good: replied within 2 h and heard within 10 min.
     pub fn is_good(&self, now: Instant) -> bool {
         !self.expired
-            && self.reply_time.is_some_and(|t| now.saturating_duration_since(t) < NODE_GOOD_TIME)
+            && self
+                .reply_time
+                .is_some_and(|t| now.saturating_duration_since(t) < NODE_GOOD_TIME)
             && now.saturating_duration_since(self.time) < NODE_EXPIRE_TIME
     }
 }
@@ -59,6 +61,8 @@ struct Bucket {
     nodes: Vec<Node>,
     /// Last time a node in it was added or replied.
     time: Instant,
+    /// Last time we looked for more nodes for it.
+    refreshed: Option<Instant>,
 }
 
 impl Bucket {
@@ -76,11 +80,23 @@ pub struct RoutingTable {
 impl RoutingTable {
     /// Empty table for node `own`.
     pub fn new(own: InfoHash, now: Instant) -> Self {
-        Self { own, buckets: vec![Bucket { prefix: InfoHash::ZERO, depth: 0, nodes: vec![], time: now }] }
+        Self {
+            own,
+            buckets: vec![Bucket {
+                prefix: InfoHash::ZERO,
+                depth: 0,
+                nodes: vec![],
+                time: now,
+                refreshed: None,
+            }],
+        }
     }
 
     fn bucket_index(&self, id: &InfoHash) -> usize {
-        self.buckets.iter().position(|b| b.contains(id)).unwrap_or(0)
+        self.buckets
+            .iter()
+            .position(|b| b.contains(id))
+            .unwrap_or(0)
     }
 
     /// Number of buckets (the network-size estimate is 8 × 2^depth).
@@ -103,8 +119,19 @@ impl RoutingTable {
     /// Records that `id` at `addr` was heard; `replied` if this was a reply to our request.
     /// Returns `true` if the node is (now) in the table.
     pub fn heard(&mut self, id: InfoHash, addr: SocketAddr, now: Instant, replied: bool) -> bool {
+        self.heard_new(id, addr, now, replied).is_some()
+    }
+
+    /// Like [`Self::heard`]; `Some(true)` when the node was just added.
+    pub fn heard_new(
+        &mut self,
+        id: InfoHash,
+        addr: SocketAddr,
+        now: Instant,
+        replied: bool,
+    ) -> Option<bool> {
         if id == self.own || id.is_zero() {
-            return false;
+            return None;
         }
         loop {
             let i = self.bucket_index(&id);
@@ -119,7 +146,7 @@ impl RoutingTable {
                     n.auth_errors = 0;
                     b.time = now;
                 }
-                return true;
+                return Some(false);
             }
             let node = Node {
                 id,
@@ -133,13 +160,13 @@ impl RoutingTable {
             if b.nodes.len() < K {
                 b.nodes.push(node);
                 b.time = now;
-                return true;
+                return Some(true);
             }
             // Replace an expired node first.
             if let Some(pos) = b.nodes.iter().position(|n| n.expired) {
                 b.nodes[pos] = node;
                 b.time = now;
-                return true;
+                return Some(true);
             }
             if own_in && b.depth < MAX_DEPTH {
                 self.split(i);
@@ -149,20 +176,36 @@ impl RoutingTable {
             if replied {
                 if let Some(pos) = b.nodes.iter().position(|n| n.reply_time.is_none()) {
                     b.nodes[pos] = node;
-                    return true;
+                    return Some(true);
                 }
             }
-            return false;
+            return None;
         }
     }
 
     fn split(&mut self, i: usize) {
         let b = self.buckets.remove(i);
         let d = b.depth;
-        let mut lo = Bucket { prefix: b.prefix.with_bit(d, false), depth: d + 1, nodes: vec![], time: b.time };
-        let mut hi = Bucket { prefix: b.prefix.with_bit(d, true), depth: d + 1, nodes: vec![], time: b.time };
+        let mut lo = Bucket {
+            prefix: b.prefix.with_bit(d, false),
+            depth: d + 1,
+            nodes: vec![],
+            time: b.time,
+            refreshed: None,
+        };
+        let mut hi = Bucket {
+            prefix: b.prefix.with_bit(d, true),
+            depth: d + 1,
+            nodes: vec![],
+            time: b.time,
+            refreshed: None,
+        };
         for n in b.nodes {
-            if n.id.bit(d) { hi.nodes.push(n) } else { lo.nodes.push(n) }
+            if n.id.bit(d) {
+                hi.nodes.push(n)
+            } else {
+                lo.nodes.push(n)
+            }
         }
         self.buckets.insert(i, hi);
         self.buckets.insert(i, lo);
@@ -177,8 +220,35 @@ impl RoutingTable {
     }
 
     /// The `count` closest good nodes to `target`.
-    pub fn closest_good(&self, target: &InfoHash, count: usize, now: Instant) -> Vec<(InfoHash, SocketAddr)> {
+    pub fn closest_good(
+        &self,
+        target: &InfoHash,
+        count: usize,
+        now: Instant,
+    ) -> Vec<(InfoHash, SocketAddr)> {
         self.closest_filtered(target, count, |n| n.is_good(now))
+    }
+
+    /// The `count` closest good nodes, completed with dubious ones when there are not enough.
+    pub fn closest_for_reply(
+        &self,
+        target: &InfoHash,
+        count: usize,
+        now: Instant,
+    ) -> Vec<(InfoHash, SocketAddr)> {
+        let mut v = self.closest_good(target, count, now);
+        if v.len() < count {
+            for n in self.closest_alive(target, count * 2) {
+                if v.len() >= count {
+                    break;
+                }
+                if !v.iter().any(|x| x.0 == n.0) {
+                    v.push(n);
+                }
+            }
+            v.sort_by(|a, b| target.xor_cmp(&a.0, &b.0));
+        }
+        v
     }
 
     /// The `count` closest non-expired nodes to `target` (good first is not required).
@@ -192,8 +262,13 @@ impl RoutingTable {
         count: usize,
         f: impl Fn(&Node) -> bool,
     ) -> Vec<(InfoHash, SocketAddr)> {
-        let mut all: Vec<(InfoHash, SocketAddr)> =
-            self.buckets.iter().flat_map(|b| b.nodes.iter()).filter(|n| f(n)).map(|n| (n.id, n.addr)).collect();
+        let mut all: Vec<(InfoHash, SocketAddr)> = self
+            .buckets
+            .iter()
+            .flat_map(|b| b.nodes.iter())
+            .filter(|n| f(n))
+            .map(|n| (n.id, n.addr))
+            .collect();
         all.sort_by(|a, b| target.xor_cmp(&a.0, &b.0));
         all.truncate(count);
         all
@@ -221,7 +296,8 @@ impl RoutingTable {
             if out.len() >= max {
                 break;
             }
-            if !n.expired && !n.pinging && now.saturating_duration_since(n.time) >= NODE_EXPIRE_TIME {
+            if !n.expired && !n.pinging && now.saturating_duration_since(n.time) >= NODE_EXPIRE_TIME
+            {
                 n.pinging = true;
                 out.push((n.id, n.addr));
             }
@@ -230,7 +306,12 @@ impl RoutingTable {
     }
 
     /// Random ids inside buckets idle for `idle`; marks them refreshed.
-    pub fn stale_buckets(&mut self, now: Instant, idle: Duration, rng: &mut dyn rand::RngCore) -> Vec<InfoHash> {
+    pub fn stale_buckets(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        rng: &mut dyn rand::RngCore,
+    ) -> Vec<InfoHash> {
         let mut out = Vec::new();
         for b in &mut self.buckets {
             if now.saturating_duration_since(b.time) >= idle {
@@ -239,6 +320,41 @@ impl RoutingTable {
             }
         }
         out
+    }
+
+    /// Random ids inside buckets holding fewer than K nodes, at most once per `period` each.
+    pub fn sparse_buckets(
+        &mut self,
+        now: Instant,
+        period: Duration,
+        rng: &mut dyn rand::RngCore,
+    ) -> Vec<InfoHash> {
+        let mut out = Vec::new();
+        for b in &mut self.buckets {
+            if b.nodes.len() < K
+                && b.refreshed
+                    .is_none_or(|r| now.saturating_duration_since(r) >= period)
+            {
+                b.refreshed = Some(now);
+                out.push(b.prefix.with_prefix_of(b.depth, &InfoHash::random(rng)));
+            }
+        }
+        out
+    }
+
+    /// A random non-expired node.
+    pub fn random_node(&self, rng: &mut dyn rand::RngCore) -> Option<(InfoHash, SocketAddr)> {
+        let all: Vec<&Node> = self
+            .buckets
+            .iter()
+            .flat_map(|b| b.nodes.iter())
+            .filter(|n| !n.expired)
+            .collect();
+        if all.is_empty() {
+            return None;
+        }
+        let n = all[(rng.next_u64() % all.len() as u64) as usize];
+        Some((n.id, n.addr))
     }
 
     /// Every node (for tests and diagnostics).
@@ -253,6 +369,7 @@ impl RoutingTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests anchor virtual time on the real clock
 mod tests {
     use super::*;
     use rand::SeedableRng;
@@ -276,7 +393,10 @@ mod tests {
         for w in c.windows(2) {
             assert_ne!(own.xor_cmp(&w[0].0, &w[1].0), std::cmp::Ordering::Greater);
         }
-        assert!(!t.heard(own, SocketAddr::from(([127, 0, 0, 1], 9)), now, true), "never ourselves");
+        assert!(
+            !t.heard(own, SocketAddr::from(([127, 0, 0, 1], 9)), now, true),
+            "never ourselves"
+        );
         assert_eq!(t.counts(now).good, t.len());
         assert_eq!(t.counts(now + NODE_EXPIRE_TIME).dubious, t.len());
     }

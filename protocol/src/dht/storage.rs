@@ -46,7 +46,10 @@ pub struct StorageLimits {
 
 impl Default for StorageLimits {
     fn default() -> Self {
-        Self { max_values_per_key: DEFAULT_MAX_VALUES_PER_KEY, max_bytes: DEFAULT_MAX_BYTES }
+        Self {
+            max_values_per_key: DEFAULT_MAX_VALUES_PER_KEY,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
     }
 }
 
@@ -174,14 +177,21 @@ impl Storage {
         self.keys
             .get(key)
             .map(|k| {
-                k.values.iter().filter(|s| query.matches(&s.value)).map(|s| s.value.clone()).collect()
+                k.values
+                    .iter()
+                    .filter(|s| query.matches(&s.value))
+                    .map(|s| s.value.clone())
+                    .collect()
             })
             .unwrap_or_default()
     }
 
     /// Stored entries at `key`.
     pub fn entries(&self, key: &InfoHash) -> &[Stored] {
-        self.keys.get(key).map(|k| k.values.as_slice()).unwrap_or(&[])
+        self.keys
+            .get(key)
+            .map(|k| k.values.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Stores `value` under `key` (A.12). Returns the outcome and any values evicted to make room.
@@ -218,7 +228,13 @@ impl Storage {
             let size = value.size();
             let old_size = old.size;
             let old_source = old.source;
-            *old = Stored { value: Arc::new(value), created, expiration, source, size };
+            *old = Stored {
+                value: Arc::new(value),
+                created,
+                expiration,
+                source,
+                size,
+            };
             self.total_bytes = self.total_bytes + size - old_size;
             sub(&mut self.per_source, old_source, old_size);
             *self.per_source.entry(source).or_default() += size;
@@ -242,7 +258,13 @@ impl Storage {
             }
             return (StoreOutcome::Rejected(Reject::Full), vec![]);
         }
-        ks.values.push(Stored { value: Arc::new(value), created, expiration, source, size });
+        ks.values.push(Stored {
+            value: Arc::new(value),
+            created,
+            expiration,
+            source,
+            size,
+        });
         self.total_bytes += size;
         self.total_values += 1;
         *self.per_source.entry(source).or_default() += size;
@@ -255,7 +277,9 @@ impl Storage {
         let mut out: Removed = Vec::new();
         while self.total_bytes > self.limits.max_bytes {
             // The source using the most storage loses its oldest-expiring value.
-            let Some((&src, _)) = self.per_source.iter().max_by_key(|(_, b)| **b) else { break };
+            let Some((&src, _)) = self.per_source.iter().max_by_key(|(_, b)| **b) else {
+                break;
+            };
             let mut best: Option<(InfoHash, usize, Instant)> = None;
             for (k, ks) in &self.keys {
                 for (i, s) in ks.values.iter().enumerate() {
@@ -289,7 +313,9 @@ impl Storage {
 
     /// Refreshes value `vid` at `key` (A.6 refresh).
     pub fn refresh(&mut self, key: &InfoHash, vid: u64, now: Instant) -> RefreshOutcome {
-        let Some(ks) = self.keys.get_mut(key) else { return RefreshOutcome::NoStorage };
+        let Some(ks) = self.keys.get_mut(key) else {
+            return RefreshOutcome::NoStorage;
+        };
         if ks.values.is_empty() {
             return RefreshOutcome::NoStorage;
         }
@@ -333,9 +359,11 @@ impl Storage {
             self.next_expiry = next;
         }
         for ks in self.keys.values_mut() {
-            ks.listeners.retain(|_, l| now.saturating_duration_since(l.refreshed) < LISTENER_EXPIRE);
+            ks.listeners
+                .retain(|_, l| now.saturating_duration_since(l.refreshed) < LISTENER_EXPIRE);
         }
-        self.keys.retain(|_, ks| !ks.values.is_empty() || !ks.listeners.is_empty());
+        self.keys
+            .retain(|_, ks| !ks.values.is_empty() || !ks.listeners.is_empty());
         out
     }
 
@@ -358,7 +386,14 @@ impl Storage {
                 false
             }
             None => {
-                ks.listeners.insert((addr, sid), Listener { node_id, query, refreshed: now });
+                ks.listeners.insert(
+                    (addr, sid),
+                    Listener {
+                        node_id,
+                        query,
+                        refreshed: now,
+                    },
+                );
                 true
             }
         }
@@ -368,7 +403,12 @@ impl Storage {
     pub fn listeners(&self, key: &InfoHash) -> Vec<(SocketAddr, u32, Listener)> {
         self.keys
             .get(key)
-            .map(|k| k.listeners.iter().map(|((a, s), l)| (*a, *s, l.clone())).collect())
+            .map(|k| {
+                k.listeners
+                    .iter()
+                    .map(|((a, s), l)| (*a, *s, l.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -405,7 +445,10 @@ pub fn check_store(key: &InfoHash, v: &Value) -> Result<(), Reject> {
             // A DHT message whose data is {service: ""} is refused.
             let mut rd = v.data.as_slice();
             if let Ok(Mp::Map(m)) = rmpv::decode::read_value_with_max_depth(&mut rd, 8) {
-                if get(&m, "service").and_then(blob).is_some_and(|s| s.is_empty()) {
+                if get(&m, "service")
+                    .and_then(blob)
+                    .is_some_and(|s| s.is_empty())
+                {
                     return Err(Reject::Policy);
                 }
             }
@@ -434,7 +477,9 @@ pub fn check_edit(old: &Value, new: &Value) -> Result<(), Reject> {
             }
         }
         _ => {
-            let (Some(oo), Some(no)) = (&old.owner, &new.owner) else { return Err(Reject::Edit) };
+            let (Some(oo), Some(no)) = (&old.owner, &new.owner) else {
+                return Err(Reject::Edit);
+            };
             if oo != no || !new.verify_signature() {
                 return Err(Reject::Edit);
             }
@@ -459,7 +504,10 @@ pub fn certificate_key_id(data: &[u8]) -> Option<InfoHash> {
         let text = std::str::from_utf8(&raw).ok()?;
         let begin = text.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
         let end = text[begin..].find("-----END CERTIFICATE-----")? + begin;
-        let b64: String = text[begin..end].chars().filter(|c| !c.is_whitespace()).collect();
+        let b64: String = text[begin..end]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.decode(b64).ok()?
     } else {
@@ -469,7 +517,9 @@ pub fn certificate_key_id(data: &[u8]) -> Option<InfoHash> {
 }
 
 /// One DER TLV: (tag, whole TLV, content, rest).
-fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn tlv(b: &[u8]) -> Option<Tlv<'_>> {
     let tag = *b.first()?;
     let l0 = *b.get(1)?;
     let (len, hdr) = if l0 < 0x80 {
@@ -517,6 +567,7 @@ fn spki_of_certificate(der: &[u8]) -> Option<&[u8]> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests anchor virtual time on the real clock
 mod tests {
     use super::*;
 
@@ -532,17 +583,32 @@ mod tests {
         let k = InfoHash::get("k");
         let t0 = Instant::now();
         let ip: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
-        assert_eq!(s.store(&k, val(1, b"a"), 1000, t0, 1000, ip).0, StoreOutcome::New);
-        assert_eq!(s.store(&k, val(1, b"a"), 1000, t0, 1000, ip).0, StoreOutcome::Refreshed);
+        assert_eq!(
+            s.store(&k, val(1, b"a"), 1000, t0, 1000, ip).0,
+            StoreOutcome::New
+        );
+        assert_eq!(
+            s.store(&k, val(1, b"a"), 1000, t0, 1000, ip).0,
+            StoreOutcome::Refreshed
+        );
         assert_eq!(
             s.store(&k, val(1, b"b"), 1000, t0, 1000, ip).0,
             StoreOutcome::Rejected(Reject::Edit),
             "unsigned values are never editable"
         );
-        assert_eq!(s.store(&k, val(0, b"b"), 1000, t0, 1000, ip).0, StoreOutcome::Rejected(Reject::InvalidId));
-        assert_eq!(s.store(&k, val(2, b"old"), 0, t0, 1000, ip).0, StoreOutcome::Rejected(Reject::Expired));
+        assert_eq!(
+            s.store(&k, val(0, b"b"), 1000, t0, 1000, ip).0,
+            StoreOutcome::Rejected(Reject::InvalidId)
+        );
+        assert_eq!(
+            s.store(&k, val(2, b"old"), 0, t0, 1000, ip).0,
+            StoreOutcome::Rejected(Reject::Expired)
+        );
         assert_eq!(s.get(&k, &Query::all()).len(), 1);
-        assert_eq!(s.refresh(&InfoHash::get("nope"), 1, t0), RefreshOutcome::NoStorage);
+        assert_eq!(
+            s.refresh(&InfoHash::get("nope"), 1, t0),
+            RefreshOutcome::NoStorage
+        );
         assert_eq!(s.refresh(&k, 99, t0), RefreshOutcome::Done(false));
         let gone = s.expire(t0 + Duration::from_secs(601));
         assert_eq!(gone.len(), 1);
@@ -552,7 +618,10 @@ mod tests {
 
     #[test]
     fn byte_limit_evicts_from_the_heaviest_source() {
-        let mut s = Storage::new(StorageLimits { max_values_per_key: 10, max_bytes: 100 });
+        let mut s = Storage::new(StorageLimits {
+            max_values_per_key: 10,
+            max_bytes: 100,
+        });
         let t0 = Instant::now();
         let a: Option<IpAddr> = Some("10.0.0.1".parse().unwrap());
         let b: Option<IpAddr> = Some("10.0.0.2".parse().unwrap());
@@ -562,7 +631,10 @@ mod tests {
         s.store(&k, val(3, &[0; 10]), 10, t0, 10, b);
         let (o, ev) = s.store(&k, val(4, &[0; 30]), 10, t0 + Duration::from_secs(1), 10, b);
         assert_eq!(o, StoreOutcome::New);
-        assert_eq!(ev[0].1[0].id, 1, "a used most, its oldest-expiring value goes");
+        assert_eq!(
+            ev[0].1[0].id, 1,
+            "a used most, its oldest-expiring value goes"
+        );
         assert!(s.bytes() <= 100);
         for i in 5..20 {
             s.store(&InfoHash::get("k2"), val(i, &[1; 5]), 10, t0, 10, b);

@@ -527,7 +527,7 @@ mod tests {
         v.signature = sig;
         let back = Value::unpack(&v.pack()).unwrap();
         assert!(back.verify_signature());
-        let mut t = back.clone();
+        let mut t = back;
         t.data = b"hello-signEd".to_vec();
         assert!(!t.verify_signature());
     }

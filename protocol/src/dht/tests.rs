@@ -1,0 +1,380 @@
+//! Engine tests: raw-peer server behaviour and in-memory networks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use super::InfoHash;
+use super::engine::{Config, Dht, Event, OpId};
+use super::msg::{Args, Body, Message, QueryKind, WireValues};
+use super::sim::{Sim, SplitMix};
+use super::value::{Field, Query, Value, parse_fields};
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:5000".parse().unwrap()
+}
+
+struct Raw {
+    dht: Dht,
+    now: Instant,
+    id: InfoHash,
+    tid: u32,
+}
+
+impl Raw {
+    fn new(network: u32) -> Self {
+        let now = Instant::now();
+        let cfg = Config {
+            network,
+            ..Config::default()
+        };
+        Self {
+            dht: Dht::new(cfg, now, 1_800_000_000, Box::new(SplitMix::new(7))),
+            now,
+            id: InfoHash::get("peer"),
+            tid: 10,
+        }
+    }
+
+    fn send(&mut self, kind: QueryKind, f: impl FnOnce(&mut Args), network: u32) -> Vec<Message> {
+        self.tid += 1;
+        let mut a = Args::new(self.id);
+        f(&mut a);
+        let m = Message {
+            tid: self.tid,
+            network,
+            is_client: false,
+            body: Body::Query(kind, a),
+        };
+        let bytes = m.encode(false);
+        self.dht.handle_datagram(self.now, peer(), &bytes);
+        let mut out = Vec::new();
+        while let Some(t) = self.dht.poll_transmit() {
+            let m = Message::decode(&t.contents).unwrap();
+            if t.destination == peer() && !matches!(m.body, Body::Query(QueryKind::Ping, _)) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn token(&mut self) -> Vec<u8> {
+        let r = self.send(QueryKind::Find, |a| a.target = Some(InfoHash::get("t")), 0);
+        let Body::Reply(a) = &r[0].body else {
+            panic!("find reply")
+        };
+        a.token.clone().unwrap()
+    }
+}
+
+fn reply(m: &[Message]) -> &Args {
+    match &m[0].body {
+        Body::Reply(a) => a,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+fn err_code(m: &[Message]) -> (u16, InfoHash) {
+    match &m[0].body {
+        Body::Error { code, id, .. } => (*code, *id),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn server_answers_ping_find_get_put_with_tokens_and_errors() {
+    let mut r = Raw::new(0);
+    let me = r.dht.node_id();
+    let p = r.send(QueryKind::Ping, |_| {}, 0);
+    assert_eq!(reply(&p).id, me);
+    assert_eq!(reply(&p).sa, Some(peer().ip()));
+    assert_eq!(p[0].tid, r.tid, "reply echoes tid");
+
+    let tok = r.token();
+    assert_eq!(tok.len(), 32);
+    let key = InfoHash::get("testkey");
+
+    // Bad token → 401 carrying r.id.
+    let e = r.send(
+        QueryKind::Put,
+        |a| {
+            a.h = Some(key);
+            a.token = Some(vec![b'x'; 32]);
+            a.values = Some(WireValues::Values(vec![Value {
+                id: 5,
+                ..Value::new(b"v".to_vec())
+            }]));
+        },
+        0,
+    );
+    assert_eq!(err_code(&e), (401, me));
+    // Value id 0 → 203.
+    let e = r.send(
+        QueryKind::Put,
+        |a| {
+            a.h = Some(key);
+            a.token = Some(tok.clone());
+            a.values = Some(WireValues::Values(vec![Value::new(b"v".to_vec())]));
+        },
+        0,
+    );
+    assert_eq!(err_code(&e).0, 203);
+    // Get without h → 203.
+    assert_eq!(err_code(&r.send(QueryKind::Get, |_| {}, 0)).0, 203);
+    // Good put → vid.
+    let mut v = Value::new(b"hello world".to_vec());
+    v.id = 2523854693626249069;
+    v.user_type = "text/plain".into();
+    let ok = r.send(
+        QueryKind::Put,
+        |a| {
+            a.h = Some(key);
+            a.token = Some(tok.clone());
+            a.values = Some(WireValues::Values(vec![v.clone()]));
+        },
+        0,
+    );
+    assert_eq!(reply(&ok).vid, Some(v.id));
+    // Get full values, with nodes + token.
+    let g = r.send(QueryKind::Get, |a| a.h = Some(key), 0);
+    let ga = reply(&g);
+    assert!(ga.token.is_some(), "never a get reply without token");
+    assert_eq!(ga.values, Some(WireValues::Values(vec![v.clone()])));
+    // Pagination: ids only.
+    let g = r.send(
+        QueryKind::Get,
+        |a| {
+            a.h = Some(key);
+            a.query = Some(Query {
+                select: vec![Field::Id],
+                filters: vec![],
+            });
+        },
+        0,
+    );
+    let rows = parse_fields(reply(&g).fields.as_ref().unwrap()).unwrap();
+    assert_eq!(rows[0].id, Some(v.id));
+    assert!(reply(&g).values.is_none());
+    // Refresh on unknown key → 404; on known key with unknown vid → OK (2.4 quirk).
+    let e = r.send(
+        QueryKind::Refresh,
+        |a| {
+            a.h = Some(InfoHash::get("nothing"));
+            a.vid = Some(1);
+            a.token = Some(tok.clone());
+        },
+        0,
+    );
+    assert_eq!(err_code(&e).0, 404);
+    let ok = r.send(
+        QueryKind::Refresh,
+        |a| {
+            a.h = Some(key);
+            a.vid = Some(99);
+            a.token = Some(tok.clone());
+        },
+        0,
+    );
+    assert_eq!(reply(&ok).vid, Some(99));
+    // Listen with a bad token → 401; good → reply then an update with the current value.
+    let e = r.send(
+        QueryKind::Listen,
+        |a| {
+            a.h = Some(key);
+            a.token = Some(b"bad".to_vec());
+            a.sid = Some(3);
+        },
+        0,
+    );
+    assert_eq!(err_code(&e).0, 401);
+    let l = r.send(
+        QueryKind::Listen,
+        |a| {
+            a.h = Some(key);
+            a.token = Some(tok.clone());
+            a.sid = Some(3);
+            a.ve = Some(1);
+        },
+        0,
+    );
+    assert!(matches!(l[0].body, Body::Reply(_)));
+    let Body::Query(QueryKind::Update, u) = &l[1].body else {
+        panic!("update expected")
+    };
+    assert_eq!(u.sid, Some(3));
+    assert_eq!(u.values, Some(WireValues::Values(vec![v])));
+}
+
+#[test]
+fn other_networks_and_garbage_are_ignored_and_service_continues() {
+    let mut r = Raw::new(0);
+    assert!(
+        r.send(QueryKind::Ping, |_| {}, 5).is_empty(),
+        "network 5 is dropped"
+    );
+    let mut rng = SplitMix::new(99);
+    for i in 0..10_000u32 {
+        let len = (rng.next_u32() % 300) as usize;
+        let mut b = vec![0u8; len];
+        rng.fill_bytes(&mut b);
+        if i % 3 == 0 && !b.is_empty() {
+            b[0] = 0x80 | (b[0] & 0x0f); // fixmap: deeper into the decoder
+        }
+        r.dht.handle_datagram(r.now, peer(), &b);
+        r.dht.handle_timeout(r.now);
+    }
+    while r.dht.poll_transmit().is_some() {}
+    assert_eq!(
+        reply(&r.send(QueryKind::Ping, |_| {}, 0)).id,
+        r.dht.node_id()
+    );
+    let mut n5 = Raw::new(5);
+    let p = n5.send(QueryKind::Ping, |_| {}, 5);
+    assert_eq!(p[0].network, 5, "a net-5 node answers net 5 with n=5");
+}
+
+fn bootstrap_all(sim: &mut Sim) {
+    let first = sim.addrs[0];
+    for i in 1..sim.nodes.len() {
+        let now = sim.now;
+        sim.nodes[i].bootstrap(now, &[first]);
+    }
+}
+
+fn values_of(events: &[Event], op: OpId) -> Vec<Arc<Value>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Values { op: o, values } if *o == op => Some(values.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn done_of(events: &[Event], op: OpId) -> Option<bool> {
+    events.iter().find_map(|e| match e {
+        Event::Done { op: o, ok } if *o == op => Some(*ok),
+        _ => None,
+    })
+}
+
+#[test]
+fn small_network_put_get_fragmented_values() {
+    let mut sim = Sim::new(10, 1, &Config::default(), Instant::now());
+    bootstrap_all(&mut sim);
+    sim.run_for(Duration::from_secs(30));
+    let key = InfoHash::get("big");
+    let mut v = Value::new(vec![0xab; 3000]);
+    v.user_type = "application/octet-stream".into();
+    let now = sim.now;
+    let (op, vid) = sim.nodes[3].put(now, key, v, false);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        done_of(&sim.take_events(3), op),
+        Some(true),
+        "put acknowledged"
+    );
+    let now = sim.now;
+    let g = sim.nodes[7].get(now, key, Query::all());
+    sim.run_for(Duration::from_secs(10));
+    let ev = sim.take_events(7);
+    let vals = values_of(&ev, g);
+    assert_eq!(done_of(&ev, g), Some(true));
+    assert_eq!(vals.len(), 1);
+    assert_eq!(vals[0].id, vid);
+    assert_eq!(vals[0].data.len(), 3000);
+}
+
+#[test]
+fn network_of_200_converges_and_values_survive_churn() {
+    let n = 200;
+    let mut sim = Sim::new(n, 42, &Config::default(), Instant::now());
+    bootstrap_all(&mut sim);
+    sim.run_for(Duration::from_secs(120));
+    let good: usize = sim.nodes.iter().map(|d| d.stats(sim.now).ipv4.good).sum();
+    assert!(
+        good / n >= 8,
+        "each node knows at least a bucket of good nodes (avg {})",
+        good / n
+    );
+
+    let mut rng = SplitMix::new(3);
+    let mut puts = Vec::new();
+    for k in 0..20 {
+        let key = InfoHash::get(format!("key-{k}"));
+        let from = (rng.next_u32() as usize) % n;
+        let now = sim.now;
+        let (op, vid) =
+            sim.nodes[from].put(now, key, Value::new(format!("v{k}").into_bytes()), false);
+        puts.push((key, from, op, vid));
+    }
+    sim.run_for(Duration::from_secs(20));
+    let all: Vec<Vec<Event>> = (0..n).map(|i| sim.take_events(i)).collect();
+    for (_, from, op, _) in &puts {
+        assert_eq!(done_of(&all[*from], *op), Some(true), "put acknowledged");
+    }
+    // Lookups from other nodes converge on the stored values.
+    let check = |sim: &mut Sim, rng: &mut SplitMix, label: &str| {
+        let mut gets = Vec::new();
+        for (key, _, _, vid) in &puts {
+            let mut who = (rng.next_u32() as usize) % n;
+            while sim.down.contains(&who) {
+                who = (who + 1) % n;
+            }
+            let now = sim.now;
+            let op = sim.nodes[who].get(now, *key, Query::all());
+            gets.push((who, op, *vid));
+        }
+        sim.run_for(Duration::from_secs(20));
+        let mut found = 0;
+        for (who, op, vid) in gets {
+            let ev = std::mem::take(&mut sim.events[who]);
+            if values_of(&ev, op).iter().any(|v| v.id == vid) {
+                found += 1;
+            }
+            // Put the other events back for later gets on the same node.
+            sim.events[who].extend(ev);
+        }
+        assert_eq!(found, puts.len(), "{label}: every value found");
+    };
+    check(&mut sim, &mut rng, "before churn");
+    // Churn: 25% of the nodes leave (never the first, the bootstrap node).
+    for i in 1..n {
+        if rng.next_u32().is_multiple_of(4) {
+            sim.down.insert(i);
+        }
+    }
+    sim.run_for(Duration::from_secs(60));
+    check(&mut sim, &mut rng, "after churn");
+}
+
+#[test]
+fn listen_is_refreshed_past_ten_minutes_and_gets_new_values_and_expiry() {
+    let mut sim = Sim::new(12, 5, &Config::default(), Instant::now());
+    bootstrap_all(&mut sim);
+    sim.run_for(Duration::from_secs(30));
+    let key = InfoHash::get("listened");
+    let now = sim.now;
+    let l = sim.nodes[2].listen(now, key, Query::all());
+    // 15 minutes of virtual time: without refreshes the storing nodes drop the listener at 10.
+    sim.run_for(Duration::from_secs(15 * 60));
+    sim.take_events(2);
+    let now = sim.now;
+    let (_, vid) = sim.nodes[9].put(now, key, Value::new(b"late".to_vec()), false);
+    sim.run_for(Duration::from_secs(1));
+    let ev = sim.take_events(2);
+    assert!(
+        values_of(&ev, l).iter().any(|v| v.id == vid),
+        "update delivered within 1 s"
+    );
+    // Expiry (10 min for type 0) reaches the listener.
+    sim.run_for(Duration::from_secs(11 * 60));
+    let ev = sim.take_events(2);
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Expired { op, values } if *op == l && values.iter().any(|v| v.id == vid))),
+        "expiry delivered"
+    );
+}
