@@ -717,6 +717,35 @@ def run_check_config(label: str, server: str, path: Path, env: dict, bin_dir: Pa
         ok(f"{label}: {server} --check-config: {r.stdout.strip()}")
 
 
+def config_keys(server: str) -> set[str] | None:
+    """The TOML keys a server accepts, read from its `layered_config!` block (None if none yet)."""
+    src = ROOT / server / "src"
+    for f in sorted(src.glob("**/*.rs")):
+        text = f.read_text()
+        i = text.find("layered_config! {")
+        if i < 0:
+            continue
+        depth, j = 0, text.index("{", i)
+        for k in range(j, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[k], 0)
+            if depth == 0:
+                break
+        block = text[j:k]
+        return {m.replace("_", "-") for m in re.findall(r"^\s*pub (\w+)\s*:", block, re.M)}
+    return None
+
+
+def check_keys(label: str, server: str, cfg: dict) -> None:
+    """Static: every key is one the server declares (works before its binary is implemented)."""
+    keys = config_keys(server)
+    if keys is None:
+        skip(f"{label}: {server} declares no layered_config! yet, keys not checked")
+        return
+    unknown = sorted(set(cfg) - keys)
+    if check(not unknown, f"{label}: keys {unknown} are not in {server}'s configuration"):
+        ok(f"{label}: every key is in {server}'s layered_config!")
+
+
 def check_configs(bin_dir: Path | None) -> None:
     shipped = sorted(CONFIG_DIR.glob("*.toml"))
     servers_with_config = set()
@@ -725,11 +754,11 @@ def check_configs(bin_dir: Path | None) -> None:
         if not check(server is not None, f"deploy/config/{path.name}: no server of that name"):
             continue
         servers_with_config.add(server)
-        load_toml(path)  # well-formed TOML even when the binary is missing
+        label = f"deploy/config/{path.name}" if path.parent == ROOT / "deploy" / "config" else str(path)
+        check_keys(label, server, load_toml(path))
         env = {}
         for m in re.finditer(r"^# check-env: (\S+)$", path.read_text(), re.M):
             env[m.group(1)] = secrets.token_hex(16)
-        label = f"deploy/config/{path.name}" if path.parent == ROOT / "deploy" / "config" else str(path)
         run_check_config(label, server, path, env, bin_dir)
     check(servers_with_config == set(SERVERS), f"example configs for {sorted(SERVERS)} expected")
 
@@ -743,6 +772,7 @@ def check_configs(bin_dir: Path | None) -> None:
         for i, (label, server, text, env) in enumerate(rendered):
             f = tmp / f"{i}-{server}.toml"
             f.write_text(text)
+            check_keys(label, server, tomllib.loads(text))
             run_check_config(label, server, f, env, bin_dir)
     finally:
         shutil.rmtree(tmp)
