@@ -342,6 +342,18 @@ impl Value {
     }
 }
 
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Plain { signed: None, .. } => "<plain body>",
+            Self::Plain {
+                signed: Some(_), ..
+            } => "<signed body>",
+            Self::Encrypted { .. } => "<encrypted body>",
+        })
+    }
+}
+
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted value>")
@@ -540,5 +552,82 @@ mod tests {
             push_type: String::new(),
         };
         assert!(enc.is_acceptable(), "encrypted values pass untouched");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let plain = (
+            any::<u16>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            "[ -~]{0,12}",
+            proptest::option::of((
+                any::<u16>(),
+                proptest::collection::vec(any::<u8>(), 1..40),
+                proptest::option::of(any::<[u8; 20]>().prop_filter("non-zero", |k| *k != [0; 20])),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            )),
+        )
+            .prop_map(|(type_id, data, user_type, s)| Body::Plain {
+                type_id,
+                data,
+                user_type,
+                signed: s.map(|(seq, owner, to, sig)| Signed {
+                    seq,
+                    owner,
+                    to,
+                    sig,
+                }),
+            });
+        let enc = proptest::collection::vec(any::<u8>(), 0..64)
+            .prop_map(|cypher| Body::Encrypted { cypher });
+        (
+            any::<u64>(),
+            prop_oneof![plain, enc],
+            any::<u64>(),
+            "[a-z\"\\\\]{0,6}",
+        )
+            .prop_map(|(id, body, priority, push_type)| Value {
+                id,
+                body,
+                priority,
+                push_type,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn json_round_trips(v in arb_value()) {
+            let j: Json = serde_json::from_str(&v.to_json_string(false)).unwrap();
+            let (back, perm) = Value::from_json(&j).unwrap();
+            prop_assert!(perm.is_none());
+            prop_assert!(back == v);
+        }
+
+        #[test]
+        fn decode_never_panics(s in "\\PC{0,200}") {
+            if let Ok(j) = serde_json::from_str::<Json>(&s) {
+                let _ = Value::from_json(&j);
+            }
+        }
+
+        #[test]
+        fn decode_arbitrary_objects(m in proptest::collection::btree_map(
+            prop_oneof![Just("id"), Just("data"), Just("type"), Just("owner"), Just("sig"), Just("cypher"),
+                        Just("seq"), Just("to"), Just("prio"), Just("utype"), Just("pt")],
+            prop_oneof![any::<i64>().prop_map(Json::from), "[A-Za-z0-9+/=-]{0,20}".prop_map(Json::from),
+                        Just(Json::Null), Just(Json::Bool(true)), any::<f64>().prop_map(Json::from)],
+            0..8)) {
+            let obj: Map<String, Json> = m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            if let Ok((v, _)) = Value::from_json(&Json::Object(obj)) {
+                let j: Json = serde_json::from_str(&v.to_json_string(true)).unwrap();
+                prop_assert_eq!(&j["expired"], &Json::Bool(true));
+            }
+        }
     }
 }
