@@ -77,7 +77,7 @@ The others keep it on loopback: probes then run busybox wget inside the pod, and
 cannot scrape them. tests/tests/deploy.rs checks this table against the servers' config structs.
 */}}
 {{- define "waypost.adminPublic" -}}
-{{- $t := dict "nameserver" true "dht-proxy" true "turn-server" false "dht-node" false -}}
+{{- $t := dict "nameserver" true "dht-proxy" true "turn-server" false "dht-node" true -}}
 {{- if get $t . }}true{{ end -}}
 {{- end -}}
 
