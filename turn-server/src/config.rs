@@ -155,7 +155,7 @@ fn default_relay_ip() -> IpAddr {
         .map(|a| a.ip())
         .ok()
         .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+        .unwrap_or_else(|| IpAddr::from([127, 0, 0, 1]))
 }
 
 fn invalid(msg: &str) -> TurnError {
@@ -275,7 +275,7 @@ impl TurnConfig {
             max_bps_per_ip: self.max_bps_per_ip,
             unauth_rate: self.unauth_rate,
             max_lifetime: self.max_lifetime,
-            nonce_lifetime: self.nonce_lifetime.max(30),
+            nonce_lifetime: self.nonce_lifetime.max(1),
             shards,
             drain_seconds: self.drain_seconds,
             software: self.software.clone(),

@@ -502,22 +502,22 @@ impl Server {
         };
         let mut found = None;
         if realm == self.s.realm.as_bytes() {
-            if let Some(u) = self.s.users.iter().find(|u| u.name.as_bytes() == user) {
-                if verify(&u.key) {
-                    found = Some(u.key);
-                }
+            if let Some(u) = self.s.users.iter().find(|u| u.name.as_bytes() == user)
+                && verify(&u.key)
+            {
+                found = Some(u.key);
             }
-            if found.is_none() && !self.s.secrets.is_empty() {
-                if let Some(expiry) = auth::rest_expiry(user) {
-                    if expiry >= unix_now() {
-                        for secret in &self.s.secrets {
-                            let pass = auth::rest_password(secret, user);
-                            let key = auth::long_term_key(user, realm, pass.as_bytes());
-                            if verify(&key) {
-                                found = Some(key);
-                                break;
-                            }
-                        }
+            if found.is_none()
+                && !self.s.secrets.is_empty()
+                && let Some(expiry) = auth::rest_expiry(user)
+                && expiry >= unix_now()
+            {
+                for secret in &self.s.secrets {
+                    let pass = auth::rest_password(secret, user);
+                    let key = auth::long_term_key(user, realm, pass.as_bytes());
+                    if verify(&key) {
+                        found = Some(key);
+                        break;
                     }
                 }
             }
@@ -789,7 +789,7 @@ impl Server {
         let n = self.next_port.fetch_add(step, Ordering::Relaxed) % span;
         let mut p = u32::from(lo) + n;
         if even && p % 2 == 1 {
-            p = if p + 1 <= u32::from(hi) { p + 1 } else { p - 1 };
+            p = if p < u32::from(hi) { p + 1 } else { p - 1 };
         }
         u16::try_from(p).unwrap_or(lo)
     }
@@ -855,12 +855,12 @@ impl Server {
 
     /// Checks a peer for a permission or channel; returns the error code to answer, if any.
     fn check_peer(&self, a: &Allocation, peer: SocketAddr) -> Option<u16> {
-        if !same_family(peer.ip(), a.relay_addr.ip()) {
-            return Some(443);
-        }
         if !self.s.filter.allows_ip(peer.ip()) {
             self.metrics.refused(Refusal::PeerDenied);
             return Some(403);
+        }
+        if !same_family(peer.ip(), a.relay_addr.ip()) {
+            return Some(443);
         }
         None
     }
@@ -943,10 +943,10 @@ impl Server {
                 drop(st);
                 return Self::authed_error(out, msg, 400, auth);
             }
-            if let Some((old, _)) = st.channels.insert(ch, (peer, now + CHANNEL_LIFETIME)) {
-                if old != peer {
-                    st.by_peer.remove(&old);
-                }
+            if let Some((old, _)) = st.channels.insert(ch, (peer, now + CHANNEL_LIFETIME))
+                && old != peer
+            {
+                st.by_peer.remove(&old);
             }
             st.by_peer.insert(peer, ch);
             if st.perms.len() >= self.s.max_permissions as usize
@@ -1102,7 +1102,6 @@ impl Server {
                 Err(_) => None,
             };
             let mut out = Vec::with_capacity(96);
-            let mut w = MessageWriter::new(&mut out, method::CONNECT, Class::Success, &tid);
             match res {
                 Some(stream) => {
                     let id = server.new_connection_id();
@@ -1115,18 +1114,22 @@ impl Server {
                             created: Instant::now(),
                         },
                     );
+                    let mut w = MessageWriter::new(&mut out, method::CONNECT, Class::Success, &tid);
                     w.attr_u32(attr::CONNECTION_ID, id);
+                    Self::finish_authed(&mut w, &auth);
+                    w.finish();
                 }
                 None => {
-                    a.state.lock().tcp_conns -= 1;
-                    drop(w);
-                    out.clear();
-                    w = MessageWriter::new(&mut out, method::CONNECT, Class::Error, &tid);
+                    {
+                        let mut st = a.state.lock();
+                        st.tcp_conns = st.tcp_conns.saturating_sub(1);
+                    }
+                    let mut w = MessageWriter::new(&mut out, method::CONNECT, Class::Error, &tid);
                     w.error_code(447);
+                    Self::finish_authed(&mut w, &auth);
+                    w.finish();
                 }
             }
-            Self::finish_authed(&mut w, &auth);
-            w.finish();
             a.sink.send(&out);
         });
     }

@@ -1,0 +1,247 @@
+//! Garbage input, relaying end to end with our client, SIGTERM drain and config errors.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand::{Rng, RngCore, SeedableRng};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+use waypost_protocol::stun::{Class, attr, channel, method};
+
+use crate::client::{A, Client, build, code, read_frame};
+use crate::common::{start, test_config};
+
+/// Allocates, binds a channel to a local echo socket and checks both directions.
+async fn relay_round_trip(server: std::net::SocketAddr) {
+    let mut c = Client::new(server, "ring", "ring").await;
+    let relayed = c.allocate().await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let ch = A::Raw(attr::CHANNEL_NUMBER, vec![0x40, 0x00, 0, 0]);
+    assert_eq!(
+        code(
+            &c.request(
+                method::CHANNEL_BIND,
+                &[ch, A::Xor(attr::XOR_PEER_ADDRESS, peer_addr)]
+            )
+            .await
+        ),
+        0
+    );
+    let mut frame = channel::header(0x4000, 5).to_vec();
+    frame.extend_from_slice(b"hello");
+    c.sock.send_to(&frame, server).await.unwrap();
+    let mut buf = [0u8; 256];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf))
+        .await
+        .expect("peer got data")
+        .unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(from, relayed, "data comes from the relayed address");
+    peer.send_to(b"world!", relayed).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), c.sock.recv_from(&mut buf))
+        .await
+        .expect("client got data")
+        .unwrap();
+    assert_eq!(channel::parse(&buf[..n]), Some((0x4000, &b"world!"[..])));
+    // A peer without permission is not relayed.
+    let stranger = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    stranger.send_to(b"spam", relayed).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), c.sock.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "stranger relayed"
+    );
+    // Without a channel, peer data arrives as a Data indication.
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let p = A::Xor(attr::XOR_PEER_ADDRESS, other.local_addr().unwrap());
+    assert_eq!(code(&c.request(method::CREATE_PERMISSION, &[p]).await), 0);
+    other.send_to(b"indicated", relayed).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), c.sock.recv_from(&mut buf))
+        .await
+        .expect("data indication")
+        .unwrap();
+    let m = waypost_protocol::stun::Message::parse(&buf[..n]).unwrap();
+    assert_eq!(m.method(), method::DATA);
+    assert_eq!(m.get(attr::DATA), Some(&b"indicated"[..]));
+    assert_eq!(
+        m.xor_addr(attr::XOR_PEER_ADDRESS),
+        Some(other.local_addr().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_then_normal_traffic() {
+    let srv = start(test_config(), false).await;
+    relay_round_trip(srv.addr).await;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let socks = [
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    for i in 0..10_000u32 {
+        let len = rng.random_range(0..600usize);
+        let mut d = vec![0u8; len];
+        rng.fill_bytes(&mut d);
+        match i % 4 {
+            // STUN-looking: right cookie and length, random attributes.
+            0 if len >= 20 => {
+                d[0] &= 0x01;
+                let body = ((len - 20) / 4 * 4) as u16;
+                d.truncate(20 + body as usize);
+                d[2..4].copy_from_slice(&body.to_be_bytes());
+                d[4..8].copy_from_slice(&0x2112_a442u32.to_be_bytes());
+            }
+            // ChannelData-looking.
+            1 if len >= 4 => d[0] = 0x40 | (d[0] & 0x3f),
+            _ => {}
+        }
+        let s = &socks[(i % 3) as usize];
+        let _ = s.send_to(&d, srv.addr).await;
+        if i % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Malformed TCP: random bytes, a bad frame type, a huge STUN length, a half frame, lying
+    // attributes; each on its own connection.
+    let mut bad_frames: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..20 {
+        let mut d = vec![0u8; rng.random_range(1..300usize)];
+        rng.fill_bytes(&mut d);
+        bad_frames.push(d);
+    }
+    bad_frames.push(vec![0x80, 0x01, 0x00, 0x08, 1, 2, 3, 4]);
+    bad_frames.push(vec![0x00, 0x01, 0xff, 0xfc]);
+    bad_frames.push(build(method::BINDING, Class::Request, &[], None)[..10].to_vec());
+    let mut lying = build(
+        method::ALLOCATE,
+        Class::Request,
+        &[A::Raw(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+        None,
+    );
+    lying[22..24].copy_from_slice(&[0xff, 0xff]);
+    bad_frames.push(lying);
+    for f in bad_frames {
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        let _ = s.write_all(&f).await;
+        drop(s);
+    }
+    // Normal traffic still works, over UDP and TCP.
+    relay_round_trip(srv.addr).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(&build(method::BINDING, Class::Request, &[], None))
+        .await
+        .unwrap();
+    let resp = read_frame(&mut s).await;
+    assert_eq!(code(&resp), 0);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_end_to_end_with_our_client() {
+    let srv = start(test_config(), false).await;
+    relay_round_trip(srv.addr).await;
+    srv.stop().await;
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let port = crate::common::free_udp_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--relay-ip",
+            "127.0.0.1",
+            "--drain-seconds",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard_pid = child.id();
+    // Wait until it answers a Binding request.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let req = build(method::BINDING, Class::Request, &[], None);
+    let mut up = false;
+    for _ in 0..50 {
+        let _ = sock.send_to(&req, ("127.0.0.1", port));
+        let mut b = [0u8; 128];
+        if sock.recv_from(&mut b).is_ok() {
+            up = true;
+            break;
+        }
+    }
+    assert!(up, "server did not come up");
+    let st = Command::new("kill")
+        .args(["-TERM", &guard_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("server did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn invalid_config_exits_64_with_one_line() {
+    for args in [
+        vec!["--min-port", "6000", "--max-port", "5000"],
+        vec!["--user", "no-colon"],
+        vec!["--tls-listen", "127.0.0.1:5349"],
+        vec!["--admin-listen", "0.0.0.0:9100"],
+        vec!["--allowed-peer", "not-a-cidr"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let code = out.status.code();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if args[0] == "--allowed-peer" {
+            // clap rejects it before our validation, with its usage exit code.
+            assert_ne!(code, Some(0), "{args:?}");
+            continue;
+        }
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("turn.toml");
+    std::fs::write(&f, "realm = \"ring\"\nbogus = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+        .args(["--config", f.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    std::fs::write(
+        &f,
+        "realm = \"ring\"\nuser = [\"ring:ring\"]\nlisten = [\"127.0.0.1:3478\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+        .args(["--config", f.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
