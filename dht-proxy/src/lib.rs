@@ -6,6 +6,7 @@
 //! - [`proxy`]: permanent puts, push subscriptions (one DHT listen per key), leases, limits.
 //! - [`push`]: gateway bodies (gorush, 2.4 and 4.x formats), UnifiedPush, the dispatcher.
 //! - [`store`]: redb persistence of subscriptions and permanent puts.
+//! - [`webpush`]: RFC 8291 encryption of UnifiedPush bodies for `p256dh|auth` topics.
 
 pub mod backend;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod proxy;
 pub mod push;
 pub mod store;
 pub mod value;
+pub mod webpush;
 
 use std::net::SocketAddr;
 use std::time::Duration;

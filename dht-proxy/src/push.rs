@@ -307,12 +307,23 @@ impl Dispatcher {
                         self.metrics.push(platform, Outcome::Skipped);
                         return;
                     }
-                    self.client
+                    let clear = Json::Object(job.data.clone()).to_string();
+                    let req = self
+                        .client
                         .post(url.as_str())
                         .header("Content-Type", "application/json")
                         .header("TTL", PUSH_TTL_S.to_string())
-                        .header("Urgency", if job.high { "high" } else { "normal" })
-                        .body(Json::Object(job.data.clone()).to_string())
+                        .header("Urgency", if job.high { "high" } else { "normal" });
+                    match crate::webpush::UaKeys::from_topic(&job.target.topic) {
+                        Some(ua) => {
+                            let Some(body) = crate::webpush::encrypt(&ua, clear.as_bytes()) else {
+                                self.metrics.push(platform, Outcome::Failed);
+                                return;
+                            };
+                            req.header("Content-Encoding", "aes128gcm").body(body)
+                        }
+                        None => req.body(clear),
+                    }
                 }
                 _ => {
                     let Some(gw) = &self.gateway else {

@@ -194,6 +194,7 @@ pub struct Recorded {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
+    pub raw: Vec<u8>,
 }
 
 impl Recorded {
@@ -270,6 +271,7 @@ impl Receiver {
                             path,
                             headers,
                             body,
+                            raw: b,
                         });
                         let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
                         if r.get_mut().write_all(resp.as_bytes()).await.is_err() {

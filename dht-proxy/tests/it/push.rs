@@ -308,6 +308,50 @@ async fn unifiedpush_posts_to_the_endpoint_keeping_its_port() {
 }
 
 #[tokio::test]
+async fn unifiedpush_with_web_push_keys_is_encrypted() {
+    use aws_lc_rs::agreement::{ECDH_P256, PrivateKey};
+    use base64::Engine as _;
+    let gw = Receiver::start().await;
+    let up = Receiver::start().await;
+    let s = start_push(PushFormat::V4, &gw).await;
+    let ua = PrivateKey::generate(&ECDH_P256).unwrap();
+    let p256dh = ua.compute_public_key().unwrap().as_ref().to_vec();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let topic = format!("{}|{}", b64.encode(&p256dh), b64.encode([9u8; 16]));
+    let endpoint = format!("http://{}/wp/abc", up.addr);
+    let r = request(
+        s.addr,
+        "SUBSCRIBE",
+        &format!("/key/{H}"),
+        Some(&sub_body(
+            &endpoint,
+            "client-wp",
+            "sess-wp",
+            "unifiedpush",
+            &topic,
+        )),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    s.dht
+        .inject(key_bytes(H), Value::plain(9, 0, b"u".to_vec(), ""));
+    let got = up.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("content-encoding"), Some("aes128gcm"));
+    let raw = &got[0].raw;
+    assert_eq!(
+        u32::from_be_bytes(raw[16..20].try_into().unwrap()),
+        4096,
+        "record size"
+    );
+    assert_eq!(raw[20], 65, "key id is the sender's P-256 public key");
+    assert!(
+        !String::from_utf8_lossy(raw).contains("client-wp"),
+        "body is not in clear"
+    );
+}
+
+#[tokio::test]
 async fn delivery_is_retried_after_gateway_errors() {
     let gw = Receiver::start().await;
     gw.statuses.lock().extend([500, 503]);
