@@ -181,6 +181,8 @@ pub(crate) struct TestServer {
     pub(crate) registry: Arc<parking_lot::Mutex<Registry>>,
     shutdown: Shutdown,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Whatever the backend needs alive until the server has stopped (e.g. a local chain).
+    guard: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl TestServer {
@@ -210,7 +212,15 @@ impl TestServer {
             registry: Arc::new(parking_lot::Mutex::new(registry)),
             shutdown,
             runtime: Some(runtime),
+            guard: None,
         }
+    }
+
+    /// Keeps `guard` alive until this server has shut down.
+    #[cfg_attr(not(feature = "eth"), allow(dead_code))]
+    pub(crate) fn with_guard(mut self, guard: impl std::any::Any + Send) -> Self {
+        self.guard = Some(Box::new(guard));
+        self
     }
 
     /// Default test settings and an empty in-memory store.
@@ -242,5 +252,6 @@ impl Drop for TestServer {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
         }
+        drop(self.guard.take());
     }
 }

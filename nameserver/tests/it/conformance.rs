@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use serde_json::json;
 use waypost_nameserver::store::{Claim, Record};
-use waypost_nameserver::{MemoryStore, NameStore, Settings, StoreError};
+use waypost_nameserver::{NameStore, Settings, StoreError};
 use waypost_protocol::identity::JamiId;
 
+// The backend under test: the embedded store at the crate root (`crate::backend`), a registrar
+// contract on a local chain when included from `interop_eth` (shared suite, one copy).
+use super::backend::{server, server_with};
 use crate::common::*;
 
 /// A server where A registered `alice` (rows 17 and following).
 fn with_alice() -> (TestServer, Vec<u8>) {
-    let s = TestServer::memory();
+    let s = server();
     let body = reg(key_a(), "alice");
     s.post("/name/alice", &body)
         .expect(200, json!({"success": true}));
@@ -21,7 +24,7 @@ fn with_alice() -> (TestServer, Vec<u8>) {
 
 #[test]
 fn row01_unknown_name_is_404() {
-    TestServer::memory()
+    server()
         .get("/name/alice")
         .expect(404, json!({"error": "name not registered"}));
 }
@@ -29,21 +32,21 @@ fn row01_unknown_name_is_404() {
 #[test]
 fn row02_unknown_addr_is_404() {
     let path = format!("/addr/{}", id(key_a()));
-    TestServer::memory()
+    server()
         .get(&path)
         .expect(404, json!({"error": "address not registered"}));
 }
 
 #[test]
 fn row03_garbage_addr_is_400() {
-    TestServer::memory()
+    server()
         .get("/addr/zz")
         .expect(400, json!({"error": "invalid address"}));
 }
 
 #[test]
 fn row04_zero_addr_is_400_json() {
-    let s = TestServer::memory();
+    let s = server();
     let r = s.get("/addr/0x0");
     assert_eq!(r.status, 400);
     assert!(r.json().is_object());
@@ -54,14 +57,14 @@ fn row04_zero_addr_is_400_json() {
 #[test]
 fn row05_name_too_long_is_400() {
     let path = format!("/name/{}", "a".repeat(33));
-    TestServer::memory()
+    server()
         .get(&path)
         .expect(400, json!({"error": "invalid name"}));
 }
 
 #[test]
 fn row06_bad_chars_is_400() {
-    let s = TestServer::memory();
+    let s = server();
     s.get("/name/%3D%3D")
         .expect(400, json!({"error": "invalid name"}));
     s.get("/name/al")
@@ -74,7 +77,7 @@ fn row06_bad_chars_is_400() {
 
 #[test]
 fn row07_unknown_route_is_404() {
-    let s = TestServer::memory();
+    let s = server();
     let r = s.get("/nonexistent");
     assert_eq!(r.status, 404);
     assert!(r.json().is_object(), "a new server answers JSON");
@@ -83,7 +86,7 @@ fn row07_unknown_route_is_404() {
 #[test]
 fn row08_post_uppercase_name_is_400() {
     let a = key_a();
-    TestServer::memory()
+    server()
         .post(
             "/name/Alice",
             &body(&id(a), &random_owner(), &sig(a, "Alice"), &pk(a)),
@@ -94,7 +97,7 @@ fn row08_post_uppercase_name_is_400() {
 #[test]
 fn row09_post_short_name_is_400() {
     let a = key_a();
-    TestServer::memory()
+    server()
         .post(
             "/name/al",
             &body(&id(a), &random_owner(), &sig(a, "al"), &pk(a)),
@@ -111,7 +114,7 @@ fn row10_post_without_addr_is_400() {
         sig(a, "alice"),
         pk(a)
     );
-    let r = TestServer::memory().post("/name/alice", b.as_bytes());
+    let r = server().post("/name/alice", b.as_bytes());
     r.expect(400, json!({"success": false, "error": "invalid address"}));
     assert_eq!(
         r.json()["success"],
@@ -129,7 +132,7 @@ fn row11_post_without_owner_is_400() {
         sig(a, "alice"),
         pk(a)
     );
-    TestServer::memory()
+    server()
         .post("/name/alice", b.as_bytes())
         .expect(400, json!({"success": false, "error": "no owner"}));
 }
@@ -137,7 +140,7 @@ fn row11_post_without_owner_is_400() {
 #[test]
 fn row12_signature_of_other_name_is_401() {
     let a = key_a();
-    let s = TestServer::memory();
+    let s = server();
     s.post(
         "/name/alice",
         &body(&id(a), &random_owner(), &sig(a, "alice2"), &pk(a)),
@@ -159,12 +162,10 @@ fn row13_post_without_publickey_is_400() {
         random_owner(),
         sig(a, "alice")
     );
-    TestServer::memory()
-        .post("/name/alice", b.as_bytes())
-        .expect(
-            400,
-            json!({"success": false, "error": "publickey not found or invalid"}),
-        );
+    server().post("/name/alice", b.as_bytes()).expect(
+        400,
+        json!({"success": false, "error": "publickey not found or invalid"}),
+    );
     // And without signature.
     let b = format!(
         r#"{{"addr":"{}","owner":"{}","publickey":"{}"}}"#,
@@ -172,17 +173,15 @@ fn row13_post_without_publickey_is_400() {
         random_owner(),
         pk(a)
     );
-    TestServer::memory()
-        .post("/name/alice", b.as_bytes())
-        .expect(
-            400,
-            json!({"success": false, "error": "signature not found or invalid"}),
-        );
+    server().post("/name/alice", b.as_bytes()).expect(
+        400,
+        json!({"success": false, "error": "signature not found or invalid"}),
+    );
 }
 
 #[test]
 fn row14_form_body_is_400_json() {
-    let s = TestServer::memory();
+    let s = server();
     let stream = std::net::TcpStream::connect(s.addr).unwrap();
     let r = request_on(
         stream,
@@ -196,10 +195,10 @@ fn row14_form_body_is_400_json() {
 
 #[test]
 fn row15_bad_json_is_400_json() {
-    TestServer::memory()
+    server()
         .post("/name/alice", b"{bad json")
         .expect(400, json!({"success": false, "error": "invalid request"}));
-    TestServer::memory()
+    server()
         .post("/name/alice", b"[1,2]")
         .expect(400, json!({"success": false, "error": "invalid request"}));
 }
@@ -207,7 +206,7 @@ fn row15_bad_json_is_400_json() {
 #[test]
 fn row16_valid_signature_by_other_key_is_401() {
     let (a, b) = (key_a(), key_b());
-    let s = TestServer::memory();
+    let s = server();
     s.post(
         "/name/alice",
         &body(&id(a), &random_owner(), &sig(b, "alice"), &pk(b)),
@@ -235,7 +234,7 @@ fn row17_valid_registration_is_200() {
 #[test]
 fn row18_lookup_returns_stored_fields_verbatim() {
     let a = key_a();
-    let s = TestServer::memory();
+    let s = server();
     let signature = sig(a, "alice");
     s.post(
         "/name/alice",
@@ -332,7 +331,7 @@ fn row24_legacy_registration_refused_by_default_and_allowed_when_enabled() {
         "5".repeat(40),
         "6".repeat(40)
     );
-    let s = TestServer::memory();
+    let s = server();
     s.post("/name/carol", legacy.as_bytes()).expect(
         400,
         json!({"success": false, "error": "publickey not found or invalid"}),
@@ -340,7 +339,7 @@ fn row24_legacy_registration_refused_by_default_and_allowed_when_enabled() {
 
     let mut settings = Settings::for_tests();
     settings.allow_legacy = true;
-    let s = TestServer::start(settings, Arc::new(MemoryStore::new()));
+    let s = server_with(settings);
     s.post("/name/carol", legacy.as_bytes())
         .expect(200, json!({"success": true}));
     s.get("/name/carol").expect(
@@ -415,7 +414,7 @@ fn row27_publickey_and_signature_routes() {
 #[test]
 fn row28_unicode_name_is_400_by_default() {
     let a = key_a();
-    let s = TestServer::memory();
+    let s = server();
     // Signature over the UTF-8 bytes c3 a9 74 c3 a9.
     s.post(
         "/name/%C3%A9t%C3%A9",
@@ -432,7 +431,7 @@ fn row28_unicode_name_is_400_by_default() {
 fn pem_without_nul_and_der_keys_are_accepted_and_echoed() {
     use base64::Engine as _;
     let a = key_a();
-    let s = TestServer::memory();
+    let s = server();
     let pem_b64 = a.public_key().to_base64_field(false);
     s.post(
         "/name/alice",
@@ -452,7 +451,7 @@ fn pem_without_nul_and_der_keys_are_accepted_and_echoed() {
 #[test]
 fn undecodable_key_is_400() {
     let a = key_a();
-    let s = TestServer::memory();
+    let s = server();
     s.post(
         "/name/alice",
         &body(&id(a), &random_owner(), &sig(a, "alice"), "bm90IGEga2V5"),
@@ -467,7 +466,7 @@ fn undecodable_key_is_400() {
 fn path_prefix_is_served_case_insensitively() {
     let mut settings = Settings::for_tests();
     settings.path_prefix = "/ns".into();
-    let s = TestServer::start(settings, Arc::new(MemoryStore::new()));
+    let s = server_with(settings);
     s.post("/ns/name/alice", &reg(key_a(), "alice"))
         .expect(200, json!({"success": true}));
     assert_eq!(s.get("/NS/name/alice").json()["name"], json!("alice"));
@@ -476,7 +475,7 @@ fn path_prefix_is_served_case_insensitively() {
 
 #[test]
 fn other_methods_are_405_json() {
-    let s = TestServer::memory();
+    let s = server();
     let r = request(s.addr, "DELETE", "/name/alice", None);
     assert_eq!(r.status, 405);
     assert!(r.json().is_object());
@@ -485,7 +484,7 @@ fn other_methods_are_405_json() {
 
 #[test]
 fn concurrent_claims_of_one_name_have_one_winner() {
-    let s = TestServer::memory();
+    let s = server();
     let bodies = [reg(key_a(), "race"), reg(key_b(), "race")];
     let addr = s.addr;
     let handles: Vec<_> = bodies
@@ -495,4 +494,13 @@ fn concurrent_claims_of_one_name_have_one_winner() {
     let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, vec![200, 409]);
+}
+
+#[test]
+fn head_is_answered_like_get_without_a_body() {
+    let (s, _) = with_alice();
+    let r = request(s.addr, "HEAD", "/name/alice", None);
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(request(s.addr, "HEAD", "/name/nobody", None).status, 404);
 }
