@@ -21,7 +21,15 @@ TARGETS=(
   node-client:waypost-node-client
 )
 
+# Cargo features of the release build, as package/feature (none: default features only). The
+# release binaries must be built with the features CI tests; tests/tests/deploy.rs checks this
+# list against the cargo invocations in scripts/test.sh.
+FEATURES=()
+
 cmd=(cargo build --release --locked)
+if [ ${#FEATURES[@]} -gt 0 ]; then
+  cmd+=(--features "$(IFS=,; echo "${FEATURES[*]}")")
+fi
 bins=()
 for t in "${TARGETS[@]}"; do
   bin=${t%%:*}

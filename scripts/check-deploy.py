@@ -156,8 +156,18 @@ def release_command() -> list[str]:
     return out.splitlines()
 
 
-def cargo_bins() -> dict[str, str]:
-    """[[bin]] name -> package, from the members' Cargo.toml files (test helpers excluded)."""
+def release_features(cmd: list[str]) -> set[str]:
+    """package/feature pairs the release command enables."""
+    feats = set()
+    for i, a in enumerate(cmd):
+        if a == "--features" and i + 1 < len(cmd):
+            feats |= {f for f in re.split(r"[ ,]+", cmd[i + 1]) if f}
+    return feats
+
+
+def cargo_bins(features: set[str]) -> dict[str, str]:
+    """[[bin]] name -> package of the members (test helpers excluded) that a build with
+    `features` (package/feature) produces: a bin whose required-features are off is left out."""
     ws = load_toml(ROOT / "Cargo.toml")
     bins = {}
     for member in ws["workspace"]["members"]:
@@ -166,8 +176,21 @@ def cargo_bins() -> dict[str, str]:
         if pkg == "waypost-tests":
             continue
         for b in manifest.get("bin", []):
-            bins[b["name"]] = pkg
+            if all(f"{pkg}/{f}" in features for f in b.get("required-features", [])):
+                bins[b["name"]] = pkg
     return bins
+
+
+def test_features() -> set[str]:
+    """package/feature pairs that scripts/test.sh passes to cargo (clippy, nextest)."""
+    text = (ROOT / "scripts" / "test.sh").read_text()
+    feats = set()
+    for m in re.finditer(r"--features[ =]\"?([\w/,:-]+)", text):
+        feats |= {f for f in m.group(1).split(",") if f}
+    pkg_feats = set()
+    for m in re.finditer(r"-p (\S+)[^\n]*--features[ =]\"?([\w,-]+)", text):
+        pkg_feats |= {f"{m.group(1)}/{f}" for f in m.group(2).split(",") if "/" not in f}
+    return {f for f in feats if "/" in f} | pkg_feats
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,12 +268,17 @@ def check_dockerfile() -> None:
     cmd = release_command()
     check(cmd[:4] == ["cargo", "build", "--release", "--locked"],
           f"build-release.sh must run `cargo build --release --locked`: {cmd}")
-    check(not any(a.startswith(("--features", "--no-default-features", "--all-features",
-                                "--target", "--profile")) for a in cmd),
-          f"build-release.sh must build default features for the host target: {cmd}")
+    check(not any(a.startswith(("--no-default-features", "--all-features", "--target",
+                                "--profile")) for a in cmd),
+          f"build-release.sh must build default features (plus FEATURES) for the host: {cmd}")
+    features = release_features(cmd)
+    tested = test_features()
+    check(features == tested,
+          f"the release build enables features {sorted(features)}, but scripts/test.sh tests "
+          f"{sorted(tested)}: the shipped binaries must be the ones CI tests")
     pairs = {(cmd[i + 1], cmd[i + 3]) for i in range(len(cmd) - 3)
              if cmd[i] == "-p" and cmd[i + 2] == "--bin"}
-    want = cargo_bins()
+    want = cargo_bins(features)
     check({(p, b) for b, p in want.items()} == pairs,
           f"build-release.sh builds {sorted(pairs)}, the workspace declares {sorted(want.items())}")
     bins = release_bins()
