@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod auth;
+mod canary;
 mod client;
 mod common;
 mod interop;

@@ -34,7 +34,10 @@ async fn dangerous_peers_are_refused_by_default() {
     ] {
         let p = A::Xor(attr::XOR_PEER_ADDRESS, peer.parse().unwrap());
         assert_eq!(
-            code(&c.request(method::CREATE_PERMISSION, std::slice::from_ref(&p)).await),
+            code(
+                &c.request(method::CREATE_PERMISSION, std::slice::from_ref(&p))
+                    .await
+            ),
             403,
             "permission to {peer}"
         );
