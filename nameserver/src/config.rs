@@ -20,6 +20,8 @@ pub enum StoreKind {
     Redb,
     /// In memory only: everything is lost on exit. For tests and demos.
     Memory,
+    /// A registrar contract on an Ethereum chain (needs a build with the `eth` feature).
+    Ethereum,
 }
 
 impl FromStr for StoreKind {
@@ -28,7 +30,8 @@ impl FromStr for StoreKind {
         match s {
             "redb" => Ok(Self::Redb),
             "memory" => Ok(Self::Memory),
-            _ => Err("expected redb or memory".into()),
+            "ethereum" => Ok(Self::Ethereum),
+            _ => Err("expected redb, memory or ethereum".into()),
         }
     }
 }
@@ -42,7 +45,7 @@ waypost_net::layered_config! {
         /// Directory holding the name database (created if missing).
         #[arg(long, env = "WAYPOST_NS_DATA_DIR", value_name = "DIR")]
         pub data_dir: PathBuf = PathBuf::from("./data"),
-        /// Store backend: redb (durable, default) or memory.
+        /// Store backend: redb (durable, default), memory or ethereum (see docs/nameserver-ethereum.md).
         #[arg(long, env = "WAYPOST_NS_STORE", value_name = "KIND")]
         pub store: StoreKind = StoreKind::Redb,
         /// Admin listener (/metrics, /healthz, /readyz), or off.
@@ -84,6 +87,41 @@ waypost_net::layered_config! {
         /// Grace period for in-flight requests at shutdown, in milliseconds.
         #[arg(long, env = "WAYPOST_NS_SHUTDOWN_GRACE_MS", value_name = "MS")]
         pub shutdown_grace_ms: u64 = 5_000,
+        /// store = ethereum: JSON-RPC endpoint (http or https) of the chain node.
+        #[arg(long, env = "WAYPOST_NS_ETH_RPC_URL", value_name = "URL")]
+        pub eth_rpc_url: String = "http://127.0.0.1:8545".to_owned(),
+        /// store = ethereum: address (0x + 40 hex) of the registrar contract.
+        #[arg(long, env = "WAYPOST_NS_ETH_CONTRACT", value_name = "ADDRESS")]
+        pub eth_contract: String = String::new(),
+        /// store = ethereum: expected chain id (1551 is the Jami chain).
+        #[arg(long, env = "WAYPOST_NS_ETH_CHAIN_ID", value_name = "ID")]
+        pub eth_chain_id: u64 = 1551,
+        /// store = ethereum: file holding the sender's hex private key (takes precedence over
+        /// eth-key-env).
+        #[arg(long, env = "WAYPOST_NS_ETH_KEY_FILE", value_name = "FILE")]
+        pub eth_key_file: PathBuf = PathBuf::new(),
+        /// store = ethereum: name of the environment variable holding the sender's hex private
+        /// key, used when eth-key-file is not set.
+        #[arg(long, env = "WAYPOST_NS_ETH_KEY_ENV", value_name = "VAR")]
+        pub eth_key_env: String = "WAYPOST_NS_ETH_KEY".to_owned(),
+        /// store = ethereum: blocks a registration must be deep before it is acknowledged (1 =
+        /// included in a block).
+        #[arg(long, env = "WAYPOST_NS_ETH_CONFIRMATIONS", value_name = "COUNT")]
+        pub eth_confirmations: u64 = 1,
+        /// store = ethereum: longest wait for a registration's receipt, in milliseconds; must be
+        /// below request-timeout-ms.
+        #[arg(long, env = "WAYPOST_NS_ETH_TX_TIMEOUT_MS", value_name = "MS")]
+        pub eth_tx_timeout_ms: u64 = 8_000,
+        /// store = ethereum: timeout of one JSON-RPC call, in milliseconds.
+        #[arg(long, env = "WAYPOST_NS_ETH_RPC_TIMEOUT_MS", value_name = "MS")]
+        pub eth_rpc_timeout_ms: u64 = 2_000,
+        /// store = ethereum: how long a "not registered" answer is cached, in milliseconds
+        /// (0 = not cached). Registered names are cached without expiry.
+        #[arg(long, env = "WAYPOST_NS_ETH_NEGATIVE_CACHE_MS", value_name = "MS")]
+        pub eth_negative_cache_ms: u64 = 2_000,
+        /// store = ethereum: most entries of each lookup cache (memory only).
+        #[arg(long, env = "WAYPOST_NS_ETH_CACHE_ENTRIES", value_name = "COUNT")]
+        pub eth_cache_entries: usize = 65_536,
     }
 }
 
@@ -116,6 +154,51 @@ pub struct Settings {
     pub allow_legacy: bool,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Ethereum backend settings; `Some` exactly when `store` is [`StoreKind::Ethereum`].
+    pub eth: Option<EthSettings>,
+}
+
+/// Where the Ethereum sender's private key comes from. The key itself is never held in
+/// settings (and never logged); it is read when the store opens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// A file holding the hex key (optionally `0x`-prefixed, surrounding whitespace ignored).
+    File(PathBuf),
+    /// An environment variable holding the hex key.
+    Env(String),
+}
+
+/// Validated settings of the Ethereum backend.
+#[derive(Clone)]
+pub struct EthSettings {
+    /// JSON-RPC endpoint. Not printed by `Debug`: it may embed an API token.
+    pub rpc_url: String,
+    /// Registrar contract address.
+    pub contract: [u8; 20],
+    /// Expected chain id.
+    pub chain_id: u64,
+    /// Sender key source.
+    pub key: KeySource,
+    /// Confirmations required before a registration is acknowledged (at least 1).
+    pub confirmations: u64,
+    /// Longest wait for a receipt.
+    pub tx_timeout: Duration,
+    /// Timeout of one JSON-RPC call.
+    pub rpc_timeout: Duration,
+    /// Lifetime of a cached "not registered" answer (zero: not cached).
+    pub negative_ttl: Duration,
+    /// Most entries of each cache.
+    pub cache_entries: usize,
+}
+
+impl std::fmt::Debug for EthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthSettings")
+            .field("rpc_url", &"<redacted>")
+            .field("chain_id", &self.chain_id)
+            .field("confirmations", &self.confirmations)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Token-bucket parameters of the POST limiter.
@@ -198,6 +281,12 @@ impl NameserverConfig {
         if self.max_connections == 0 {
             return Err(invalid("max-connections must be at least 1"));
         }
+        let request_timeout = ms(self.request_timeout_ms, "request-timeout-ms")?;
+        let eth = if self.store == StoreKind::Ethereum {
+            Some(self.validate_eth(request_timeout)?)
+        } else {
+            None
+        };
         Ok(Settings {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
@@ -206,12 +295,87 @@ impl NameserverConfig {
             path_prefix: prefix,
             body_limit: self.body_limit,
             post_limit,
-            request_timeout: ms(self.request_timeout_ms, "request-timeout-ms")?,
+            request_timeout,
             header_timeout: ms(self.header_timeout_ms, "header-timeout-ms")?,
             idle_timeout: ms(self.idle_timeout_ms, "idle-timeout-ms")?,
             max_connections: self.max_connections,
             allow_legacy: self.allow_legacy,
             shutdown_grace: ms(self.shutdown_grace_ms, "shutdown-grace-ms")?,
+            eth,
+        })
+    }
+
+    /// Checks the `eth-*` keys (only when `store = ethereum`), including that the key loads.
+    fn validate_eth(&self, request_timeout: Duration) -> Result<EthSettings, NetError> {
+        if !cfg!(feature = "eth") {
+            return Err(invalid(
+                "store = ethereum needs a nameserver built with the eth feature",
+            ));
+        }
+        let url = self.eth_rpc_url.trim();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+            return Err(invalid("eth-rpc-url must be an http:// or https:// URL"));
+        }
+        let hex = self.eth_contract.trim();
+        let hex = hex.strip_prefix("0x").unwrap_or(hex);
+        let mut contract = [0u8; 20];
+        if hex.len() != 40
+            || hex::decode_to_slice(hex, &mut contract).is_err()
+            || contract == [0; 20]
+        {
+            return Err(invalid(
+                "eth-contract must be a non-zero address (0x followed by 40 hex digits)",
+            ));
+        }
+        if self.eth_chain_id == 0 {
+            return Err(invalid("eth-chain-id must be at least 1"));
+        }
+        if !(1..=64).contains(&self.eth_confirmations) {
+            return Err(invalid("eth-confirmations must be between 1 and 64"));
+        }
+        let key = if self.eth_key_file.as_os_str().is_empty() {
+            if self.eth_key_env.is_empty() {
+                return Err(invalid("set eth-key-file or eth-key-env"));
+            }
+            KeySource::Env(self.eth_key_env.clone())
+        } else {
+            KeySource::File(self.eth_key_file.clone())
+        };
+        let ms_range = |v: u64, key: &str, min: u64| -> Result<Duration, NetError> {
+            if (min..=3_600_000).contains(&v) {
+                Ok(Duration::from_millis(v))
+            } else {
+                Err(NetError::Invalid(format!(
+                    "{key} must be between {min} and 3600000 ms"
+                )))
+            }
+        };
+        let tx_timeout = ms_range(self.eth_tx_timeout_ms, "eth-tx-timeout-ms", 1)?;
+        if tx_timeout >= request_timeout {
+            return Err(invalid(
+                "eth-tx-timeout-ms must be below request-timeout-ms",
+            ));
+        }
+        let rpc_timeout = ms_range(self.eth_rpc_timeout_ms, "eth-rpc-timeout-ms", 1)?;
+        let negative_ttl = ms_range(self.eth_negative_cache_ms, "eth-negative-cache-ms", 0)?;
+        if self.eth_cache_entries == 0 {
+            return Err(invalid("eth-cache-entries must be at least 1"));
+        }
+        #[cfg(feature = "eth")]
+        crate::eth::load_key(&key).map_err(|e| NetError::Invalid(e.to_string()))?;
+        Ok(EthSettings {
+            rpc_url: url.to_owned(),
+            contract,
+            chain_id: self.eth_chain_id,
+            key,
+            confirmations: self.eth_confirmations,
+            tx_timeout,
+            rpc_timeout,
+            negative_ttl,
+            cache_entries: self.eth_cache_entries,
         })
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: layered configuration and validation.
 //! - [`store`]: the [`store::NameStore`] trait, the in-memory and redb stores.
+//! - `eth` (feature `eth`): the store backed by a registrar contract on an Ethereum chain.
 //! - [`metrics`]: Prometheus counters by typed outcome.
 //! - [`ratelimit`]: the per-source-IP POST limiter (memory only).
 //!
@@ -22,6 +23,8 @@ use tokio::time::Instant;
 use waypost_net::shutdown::Shutdown;
 
 pub mod config;
+#[cfg(feature = "eth")]
+pub mod eth;
 pub mod metrics;
 pub mod ratelimit;
 pub mod store;
@@ -52,6 +55,15 @@ pub fn open_store(settings: &Settings) -> Result<Arc<dyn NameStore>, StoreError>
     Ok(match settings.store {
         StoreKind::Redb => Arc::new(RedbStore::open(&settings.data_dir)?),
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        // Needs a running Tokio runtime: the chain client runs its calls on it.
+        #[cfg(feature = "eth")]
+        StoreKind::Ethereum => Arc::new(eth::EthStore::open(
+            settings,
+            tokio::runtime::Handle::try_current().map_err(|_| StoreError::Open)?,
+        )?),
+        // Refused by validation in a build without the `eth` feature.
+        #[cfg(not(feature = "eth"))]
+        StoreKind::Ethereum => return Err(StoreError::Open),
     })
 }
 
