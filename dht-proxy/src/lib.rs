@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod http;
 pub mod metrics;
