@@ -326,7 +326,7 @@ fn ethereum_config_is_validated_before_binding() {
         },
         NameserverConfig {
             eth_chain_id: 0,
-            ..good.clone()
+            ..good
         },
     ];
     for cfg in bad {

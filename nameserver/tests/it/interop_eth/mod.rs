@@ -21,6 +21,8 @@ use waypost_nameserver::eth::{Chain, EthStore, parse_key};
 use crate::common::TestServer;
 
 mod chain;
+// The shared suite, compiled a second time against this module's `backend` (intended).
+#[allow(clippy::duplicate_mod)]
 #[path = "../conformance.rs"]
 mod conformance;
 mod contract;
@@ -128,13 +130,10 @@ impl Anvil {
                 }
             }
         });
-        let port = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Some(p)) => p,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("anvil did not report its listening address");
-            }
+        let Ok(Some(port)) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("anvil did not report its listening address");
         };
         Self {
             child: Some(child),
