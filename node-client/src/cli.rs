@@ -24,6 +24,9 @@ pub const EXIT_ERROR: i32 = 3;
 #[derive(Debug, Parser)]
 #[command(name = "node-client", version, about)]
 pub struct Cli {
+    /// Print results as JSON (one object per line) instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// The service to talk to.
     #[command(subcommand)]
     pub service: Service,
@@ -36,6 +39,9 @@ pub enum Service {
     /// Jami name server: register, lookup, reverse.
     #[command(subcommand)]
     Name(NameCommand),
+    /// TURN relay: allocate over UDP/TCP/TLS, permissions, channels, RFC 6062, send data.
+    #[command(subcommand)]
+    Turn(crate::turn_cli::TurnCommand),
 }
 
 /// `node-client name ...`
@@ -90,7 +96,15 @@ pub enum NameCommand {
 
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
+    output::set_json(cli.json);
     match cli.service {
+        Service::Turn(cmd) => match crate::turn_cli::run(cmd).await {
+            Ok(code) => code,
+            Err(e) => {
+                output::error("node-client", &e);
+                EXIT_ERROR
+            }
+        },
         Service::Name(cmd) => match run_name(cmd).await {
             Ok(code) => code,
             Err(e) => {

@@ -8,3 +8,6 @@
 pub mod cli;
 pub mod name;
 pub mod output;
+pub mod transfer;
+pub mod turn;
+pub mod turn_cli;

@@ -58,6 +58,7 @@ impl Drop for Server {
 
 fn client(args: &[&str]) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_node-client"))
+        .arg("--json")
         .args(args)
         .env_remove("WAYPOST_NAME_SERVER")
         .output()
@@ -168,6 +169,15 @@ fn register_lookup_reverse_round_trip() {
     );
     let (code, v) = client(&["name", "reverse", "--server", &url, &"7".repeat(40)]);
     assert_eq!((code, v["status"].as_str()), (2, Some("not found")));
+    // Human-readable output is the default.
+    let out = Command::new(env!("CARGO_BIN_EXE_node-client"))
+        .args(["name", "lookup", "--server", &url, "alice"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("status: found"), "{text}");
+    assert!(text.contains(&format!("addr: {addr}")), "{text}");
 }
 
 #[test]
