@@ -160,3 +160,81 @@ fn idle_keep_alive_connections_are_closed() {
         "{waited:?}"
     );
 }
+
+/// Bad input of many shapes gets a JSON error and never takes the server down (bounded loop,
+/// deterministic pseudo-random input).
+#[test]
+fn garbage_requests_get_json_errors_and_the_server_keeps_serving() {
+    let s = TestServer::memory();
+    s.post("/name/alice", &reg(key_a(), "alice"))
+        .expect(200, json!({"success": true}));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let pieces = [
+        "",
+        "/",
+        "%",
+        "%zz",
+        "%00",
+        "..",
+        "name",
+        "addr",
+        "alice",
+        "ALICE",
+        "é",
+        "%C3%A9",
+        "0x",
+        "ring:",
+        "a;b",
+        "publickey",
+        "signature",
+        "~",
+        "%2F",
+        "aa",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ];
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"{",
+        b"null",
+        b"{\"addr\":5,\"owner\":[],\"publickey\":{},\"signature\":true}",
+        b"{\"addr\":\"0x0\",\"owner\":\"0x0\"}",
+        b"\xff\xfe\x00",
+        b"{\"addr\":\"1111111111111111111111111111111111111111\",\"owner\":\"2222222222222222222222222222222222222222\",\"publickey\":\"!!\",\"signature\":\"@@\"}",
+        b"[{}]",
+    ];
+    for _ in 0..300 {
+        let n = (next() % 4) as usize + 1;
+        let mut path = String::new();
+        for _ in 0..n {
+            path.push('/');
+            path.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+        }
+        let method = ["GET", "POST", "HEAD", "PUT"][(next() % 4) as usize];
+        let body = bodies[(next() % bodies.len() as u64) as usize];
+        let r = request(
+            s.addr,
+            method,
+            &path,
+            if method == "POST" { Some(body) } else { None },
+        );
+        assert!(
+            matches!(r.status, 200 | 400 | 401 | 403 | 404 | 405 | 409),
+            "{method} {path}: {}",
+            r.status
+        );
+        if method != "HEAD" {
+            assert!(r.json().is_object(), "{method} {path}");
+        }
+    }
+    s.get("/name/alice").expect(
+        200,
+        json!({"name": "alice", "addr": format!("0x{}", id(key_a())), "publickey": pk(key_a()),
+               "signature": s.get("/name/alice/signature").json()["signature"]}),
+    );
+}
