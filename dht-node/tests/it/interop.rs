@@ -1,0 +1,316 @@
+//! Our node with `dhtnode` 2.4.12 and python3-opendht (spec Part E scenarios 1–9, 11).
+
+use std::time::{Duration, Instant};
+
+use waypost_protocol::dht::{InfoHash, Query, Value};
+
+use crate::common::{RefNode, eventually, require, start_ours};
+
+const T: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstraps_from_dhtnode_and_is_counted_good_and_values_flow_both_ways() {
+    let mut a = RefNode::spawn(&[]);
+    let r = start_ours(0, vec![a.addr()], 0);
+    assert!(
+        r.node.wait_connected(T).await,
+        "our node connects to dhtnode"
+    );
+    // dhtnode counts our node as good (scenario 1).
+    let mut good = 0;
+    for _ in 0..40 {
+        good = a.good_ipv4().await;
+        if good >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        good >= 1,
+        "dhtnode must count our node as good:\n{}",
+        a.output()
+    );
+
+    // Scenario 2: put from the reference, get from ours.
+    let m = a.mark();
+    a.cmd("p testkey hello");
+    assert!(
+        a.wait_after(m, "Put: success", T).await.is_some(),
+        "{}",
+        a.output()
+    );
+    let key = InfoHash::get("testkey");
+    let vals = r.node.get_all(key, Query::all()).await.unwrap();
+    let v = vals
+        .iter()
+        .find(|v| v.data == b"hello")
+        .expect("our get finds the reference's value");
+    assert_eq!(v.user_type, "text/plain");
+
+    // Scenario 3: put from ours, get from the reference.
+    let mut mine = Value::new(b"fromR".to_vec());
+    mine.user_type = "text/plain".into();
+    let out = r.node.put(key, mine, false).await.unwrap();
+    assert!(out.stored, "dhtnode acknowledged our put");
+    let m = a.mark();
+    a.cmd("g testkey");
+    let tail = a
+        .wait_after(m, "Get: completed", T)
+        .await
+        .expect("get completes");
+    assert!(tail.contains("data(text/plain):\"fromR\""), "{tail}");
+
+    // Scenario 4: the reference's paginated get (ids, then one get per id) against our storage:
+    // our node holds both values, and a fresh reference node that only knows us sees both.
+    let mut b = RefNode::spawn(&["-b", &r.addr.to_string()]);
+    let m = b.mark();
+    b.cmd("g testkey");
+    let tail = b
+        .wait_after(m, "Get: completed", T)
+        .await
+        .expect("get completes");
+    assert!(
+        tail.contains("\"hello\"") && tail.contains("\"fromR\""),
+        "{tail}"
+    );
+    b.cmd("q");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dhtnode_bootstraps_from_ours() {
+    let r = start_ours(0, vec![], 0);
+    let mut b = RefNode::spawn(&["-b", &r.addr.to_string()]);
+    let mut good = 0;
+    for _ in 0..40 {
+        good = b.good_ipv4().await;
+        if good >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        good >= 1,
+        "dhtnode bootstrapped from our node:\n{}",
+        b.output()
+    );
+    assert!(
+        r.node.wait_connected(T).await,
+        "and our node knows it as good"
+    );
+    let m = b.mark();
+    b.cmd("p bootkey viaours");
+    assert!(
+        b.wait_after(m, "Put: success", T).await.is_some(),
+        "{}",
+        b.output()
+    );
+    assert!(
+        eventually(T, || r.node.status().stored_values >= 1).await,
+        "our node stored the value dhtnode put"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_signed_and_encrypted_values_from_dhtnode() {
+    let a = RefNode::spawn(&[]);
+    let r = start_ours(0, vec![a.addr()], 0);
+    assert!(r.node.wait_connected(T).await);
+    let mut e = RefNode::spawn(&["-i", "-b", &r.addr.to_string()]);
+    // 3000-byte value (fragmented on the wire: header + 3 parts).
+    let big: String = std::iter::repeat_n('a', 3000).collect();
+    let m = e.mark();
+    e.cmd(&format!("p bigkey {big}"));
+    assert!(
+        e.wait_after(m, "Put: success", T).await.is_some(),
+        "{}",
+        e.output()
+    );
+    let vals = r
+        .node
+        .get_all(InfoHash::get("bigkey"), Query::all())
+        .await
+        .unwrap();
+    assert!(
+        vals.iter().any(|v| v.data.len() == 3000),
+        "3000-byte value retrieved"
+    );
+
+    // Signed value: verified with RSA-SHA512 by our storage.
+    let m = e.mark();
+    e.cmd("s signkey signed-hello");
+    assert!(
+        e.wait_after(m, "Put signed: success", T).await.is_some(),
+        "{}",
+        e.output()
+    );
+    let vals = r
+        .node
+        .get_all(InfoHash::get("signkey"), Query::all())
+        .await
+        .unwrap();
+    let s = vals
+        .iter()
+        .find(|v| v.data == b"signed-hello")
+        .expect("signed value retrieved");
+    assert!(s.is_signed() && s.verify_signature(), "signature verifies");
+    let key_id = e
+        .output()
+        .split("Public key ID ")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .map(str::to_owned)
+        .expect("dhtnode -i prints its key id");
+    assert_eq!(
+        s.owner_id().to_hex(),
+        key_id,
+        "owner key id = SHA-1 of the DER public key"
+    );
+
+    // Encrypted value: carried opaque.
+    let m = e.mark();
+    e.cmd(&format!("e enckey {key_id} secret"));
+    assert!(
+        e.wait_after(m, "Put encrypted: success", T).await.is_some(),
+        "{}",
+        e.output()
+    );
+    let vals = r
+        .node
+        .get_all(InfoHash::get("enckey"), Query::all())
+        .await
+        .unwrap();
+    assert!(
+        vals.iter()
+            .any(|v| v.is_encrypted() && v.cypher.len() >= 512),
+        "encrypted value retrieved"
+    );
+
+    // Our 3000-byte value read back by the reference.
+    let out = r
+        .node
+        .put(
+            InfoHash::get("bigkey2"),
+            Value::new(vec![b'z'; 3000]),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(out.stored);
+    let m = e.mark();
+    e.cmd("g bigkey2");
+    let tail = e
+        .wait_after(m, "Get: completed", T)
+        .await
+        .expect("get completes");
+    assert!(tail.contains("3000 bytes"), "{tail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listens_in_both_directions() {
+    let mut a = RefNode::spawn(&[]);
+    let r = start_ours(0, vec![a.addr()], 0);
+    assert!(r.node.wait_connected(T).await);
+    let key = InfoHash::get("lkey");
+    // Ours listens, the reference puts (scenario 6).
+    let mut l = r.node.listen(key, Query::all()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = a.mark();
+    a.cmd("p lkey fromA");
+    a.wait_after(m, "Put: success", T).await.expect("put");
+    let t0 = Instant::now();
+    let ev = tokio::time::timeout(T, l.events.recv())
+        .await
+        .expect("update in time")
+        .expect("event");
+    assert!(!ev.expired && ev.values.iter().any(|v| v.data == b"fromA"));
+    assert!(t0.elapsed() < Duration::from_secs(2), "delivered promptly");
+    // The reference listens, ours puts (scenario 5).
+    let m = a.mark();
+    a.cmd("l lkey2");
+    a.wait_after(m, "Listening", T).await.expect("listening");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = a.mark();
+    let mut v = Value::new(b"fromR".to_vec());
+    v.user_type = "text/plain".into();
+    assert!(
+        r.node
+            .put(InfoHash::get("lkey2"), v, false)
+            .await
+            .unwrap()
+            .stored
+    );
+    let tail = a
+        .wait_after(m, "Listen: found", T)
+        .await
+        .expect("dhtnode listen fired");
+    assert!(a.wait_after(m, "\"fromR\"", T).await.is_some(), "{tail}");
+    drop(l);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_opendht_puts_and_gets_through_our_node() {
+    let py = require("/usr/bin/python3");
+    let r = start_ours(0, vec![], 0);
+    let mine = r.node.clone();
+    let key = InfoHash::get("pykey");
+    let port = crate::common::free_udp_port();
+    let script = format!(
+        r#"
+import opendht, time, sys
+d = opendht.DhtRunner(); d.run(port={port})
+d.bootstrap("127.0.0.1", "{rport}")
+time.sleep(2)
+k = opendht.InfoHash.get("pykey")
+print("PUT", d.put(k, opendht.Value(b"from-python")), flush=True)
+time.sleep(3)
+vals = d.get(k)
+print("GOT", sorted(bytes(v.data).decode() for v in vals), flush=True)
+d.join()
+"#,
+        rport = r.addr.port()
+    );
+    let child = tokio::process::Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    // While python waits, our node puts its own value.
+    let ours = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        mine.put(key, Value::new(b"from-rust".to_vec()), false)
+            .await
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("python finished")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("PUT True"), "{text}");
+    assert!(text.contains("from-rust"), "python got our value: {text}");
+    assert!(ours.await.unwrap().unwrap().stored);
+    let vals = r.node.get_all(key, Query::all()).await.unwrap();
+    assert!(
+        vals.iter().any(|v| v.data == b"from-python"),
+        "we got python's value"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_network_ids_do_not_interact() {
+    let mut n5 = RefNode::spawn(&["-n", "5"]);
+    let r0 = start_ours(0, vec![n5.addr()], 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        r0.node.status().ipv4.good,
+        0,
+        "net 0 node must not connect to net 5"
+    );
+    assert_eq!(n5.good_ipv4().await, 0);
+    let r5 = start_ours(0, vec![n5.addr()], 5);
+    assert!(
+        r5.node.wait_connected(T).await,
+        "net 5 node connects to net 5 dhtnode"
+    );
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the DHT node against real OpenDHT 2.4.12 peers on loopback.
+
+mod common;
+mod interop;
+mod raw;

@@ -1,0 +1,227 @@
+//! Raw UDP peers against our node: errors (scenario 10), token rule (12), garbage robustness.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use waypost_protocol::dht::msg::WireValues;
+use waypost_protocol::dht::{Args, Body, InfoHash, Message, Query, QueryKind, Value};
+
+use crate::common::{RefNode, start_ours};
+
+struct Raw {
+    sock: UdpSocket,
+    to: SocketAddr,
+    id: InfoHash,
+    tid: u32,
+}
+
+impl Raw {
+    async fn new(to: SocketAddr) -> Self {
+        Self {
+            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            to,
+            id: InfoHash::get("raw peer"),
+            tid: 100,
+        }
+    }
+
+    async fn ask(
+        &mut self,
+        kind: QueryKind,
+        f: impl FnOnce(&mut Args),
+        network: u32,
+    ) -> Option<Message> {
+        self.tid += 1;
+        let mut a = Args::new(self.id);
+        f(&mut a);
+        let m = Message {
+            tid: self.tid,
+            network,
+            is_client: false,
+            body: Body::Query(kind, a),
+        };
+        self.sock.send_to(&m.encode(false), self.to).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let r =
+                tokio::time::timeout(Duration::from_millis(1500), self.sock.recv_from(&mut buf))
+                    .await;
+            let Ok(Ok((n, _))) = r else { return None };
+            let m = Message::decode(&buf[..n]).unwrap();
+            if m.tid == self.tid {
+                return Some(m);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_tokens_and_network_filter() {
+    let r = start_ours(0, vec![], 0);
+    let mut p = Raw::new(r.addr).await;
+    let me = r.node.node_id();
+    let key = InfoHash::get("rawkey");
+    // Bad token → 401 with r.id.
+    let e = p
+        .ask(
+            QueryKind::Put,
+            |a| {
+                a.h = Some(key);
+                a.token = Some(vec![b'x'; 32]);
+                a.values = Some(WireValues::Values(vec![Value {
+                    id: 9,
+                    ..Value::new(b"x".to_vec())
+                }]));
+            },
+            0,
+        )
+        .await
+        .expect("error reply");
+    assert!(
+        matches!(e.body, Body::Error { code: 401, id, .. } if id == me),
+        "{e:?}"
+    );
+    // Refresh on unknown storage → 404.
+    let f = p
+        .ask(QueryKind::Find, |a| a.target = Some(key), 0)
+        .await
+        .expect("find reply");
+    let Body::Reply(fa) = f.body else { panic!() };
+    let token = fa.token.expect("find reply always carries a token");
+    let e = p
+        .ask(
+            QueryKind::Refresh,
+            |a| {
+                a.h = Some(key);
+                a.vid = Some(1);
+                a.token = Some(token.clone());
+            },
+            0,
+        )
+        .await
+        .expect("error reply");
+    assert!(matches!(e.body, Body::Error { code: 404, .. }), "{e:?}");
+    // Get replies always carry a token (scenario 12).
+    let g = p
+        .ask(QueryKind::Get, |a| a.h = Some(key), 0)
+        .await
+        .expect("get reply");
+    assert!(matches!(&g.body, Body::Reply(a) if a.token.as_ref().is_some_and(|t| t.len() == 32)));
+    // Other network: silence.
+    assert!(p.ask(QueryKind::Ping, |_| {}, 5).await.is_none());
+    // Unknown query: silence.
+    assert!(p.ask(QueryKind::Ping, |_| {}, 0).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_signed_value_is_refused_by_our_storage() {
+    let a = RefNode::spawn(&[]);
+    let r = start_ours(0, vec![a.addr()], 0);
+    assert!(r.node.wait_connected(Duration::from_secs(15)).await);
+    let mut e = RefNode::spawn(&["-i", "-b", &r.addr.to_string()]);
+    let m = e.mark();
+    e.cmd("s tamperkey original");
+    assert!(
+        e.wait_after(m, "Put signed: success", Duration::from_secs(15))
+            .await
+            .is_some()
+    );
+    let key = InfoHash::get("tamperkey");
+    let vals = r.node.get_all(key, Query::all()).await.unwrap();
+    let orig = vals
+        .iter()
+        .find(|v| v.data == b"original")
+        .expect("signed value")
+        .as_ref()
+        .clone();
+    // A raw peer re-puts it with changed data (same id, same signature), then with a new id.
+    let mut p = Raw::new(r.addr).await;
+    let f = p
+        .ask(QueryKind::Find, |a| a.target = Some(key), 0)
+        .await
+        .expect("find");
+    let Body::Reply(fa) = f.body else { panic!() };
+    let token = fa.token.unwrap();
+    let mut t1 = orig.clone();
+    t1.data = b"tampered".to_vec();
+    let mut t2 = t1.clone();
+    t2.id ^= 1;
+    for t in [t1, t2] {
+        let ack = p
+            .ask(
+                QueryKind::Put,
+                |a| {
+                    a.h = Some(key);
+                    a.token = Some(token.clone());
+                    a.values = Some(WireValues::Values(vec![t]));
+                },
+                0,
+            )
+            .await;
+        assert!(ack.is_some(), "puts are acknowledged even when refused");
+    }
+    // Only our node received the tampered copies; the reference never did.
+    let stored = r.node.get_all(key, Query::all()).await.unwrap();
+    assert!(
+        stored.iter().all(|v| v.data == b"original"),
+        "tampered copies refused"
+    );
+    assert!(stored.iter().any(|v| v.data == b"original"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_garbage_datagrams_do_not_stop_the_node() {
+    use rand::{Rng, RngCore, SeedableRng};
+    let a = RefNode::spawn(&[]);
+    let r = start_ours(0, vec![a.addr()], 0);
+    assert!(r.node.wait_connected(Duration::from_secs(15)).await);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let valid = Message {
+        tid: 1,
+        network: 0,
+        is_client: false,
+        body: Body::Query(QueryKind::Ping, Args::new(InfoHash::get("g"))),
+    }
+    .encode(false);
+    for i in 0..10_000u32 {
+        let mut b: Vec<u8> = if i % 2 == 0 {
+            let mut v = vec![0u8; rng.random_range(0..600)];
+            rng.fill_bytes(&mut v);
+            v
+        } else {
+            // Mutations of a valid datagram reach deeper into the decoder.
+            let mut v = valid.clone();
+            for _ in 0..rng.random_range(1..6) {
+                let j = rng.random_range(0..v.len());
+                v[j] = rng.random();
+            }
+            v
+        };
+        if i % 7 == 0 {
+            b.truncate(b.len() / 2);
+        }
+        let _ = sock.send_to(&b, r.addr).await;
+        if i % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Half of the garbage were valid-looking pings: let the per-IP rate window (1 s) pass.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut p = Raw::new(r.addr).await;
+    assert!(
+        p.ask(QueryKind::Ping, |_| {}, 0).await.is_some(),
+        "still answering"
+    );
+    let out = r
+        .node
+        .put(
+            InfoHash::get("after-garbage"),
+            Value::new(b"ok".to_vec()),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(out.stored, "still working with dhtnode");
+}
