@@ -207,7 +207,6 @@ enum Purpose {
     Search(u64),
     Announce(OpId),
     Listen(OpId),
-    Refresh(OpId),
     Update,
 }
 
@@ -1175,18 +1174,6 @@ impl Dht {
                 }
                 self.step_ops_of(now, op);
             }
-            Purpose::Refresh(op) => {
-                if let Some(Op {
-                    kind: OpKind::Put { peers, .. },
-                    ..
-                }) = self.ops.get_mut(&op)
-                {
-                    if let Some(p) = peers.get_mut(&(f, a.id)) {
-                        p.pending = false;
-                        p.acked = true;
-                    }
-                }
-            }
             Purpose::Listen(op) => {
                 if let Some(Op {
                     kind: OpKind::Listen { peers, .. },
@@ -1215,7 +1202,7 @@ impl Dht {
         let f = fam(&from);
         let node = req.node;
         match (code, req.purpose) {
-            (401, Purpose::Announce(op) | Purpose::Listen(op) | Purpose::Refresh(op)) => {
+            (401, Purpose::Announce(op) | Purpose::Listen(op)) => {
                 if let Some(n) = self.tables[f].get_mut(&node) {
                     n.auth_errors += 1;
                     if n.auth_errors > 3 {
@@ -1241,11 +1228,6 @@ impl Dht {
                 self.clear_peer_pending(op, f, node, false);
                 self.step_all_searches(now);
             }
-            (404, Purpose::Refresh(op)) => {
-                // Storage lost: send the full value again.
-                self.clear_peer_pending(op, f, node, true);
-                self.step_ops_of(now, op);
-            }
             (_, Purpose::Search(s)) => {
                 if let Some(s) = self.searches.get_mut(&s) {
                     if let Some(n) = s.nodes.iter_mut().find(|n| n.id == node) {
@@ -1254,7 +1236,7 @@ impl Dht {
                     }
                 }
             }
-            (_, Purpose::Announce(op) | Purpose::Listen(op) | Purpose::Refresh(op)) => {
+            (_, Purpose::Announce(op) | Purpose::Listen(op)) => {
                 self.clear_peer_pending(op, f, node, false);
             }
             _ => {}
@@ -1843,7 +1825,10 @@ impl Dht {
                     if p.pending {
                         continue;
                     }
-                    if !p.acked && !p.failed {
+                    // Permanent puts are kept alive by re-sending the whole value before it
+                    // expires: identical content is a refresh for the storing node, and a node
+                    // that lost it stores it again (no probe/refresh round trip needed).
+                    if (!p.acked && !p.failed) || refresh_due {
                         let mut a = Args::new(InfoHash::ZERO);
                         a.h = Some(key);
                         a.values = Some(WireValues::Values(vec![(**value).clone()]));
@@ -1856,16 +1841,9 @@ impl Dht {
                         }
                         a.token = Some(token.clone());
                         p.pending = true;
+                        p.failed = false;
                         p.last = Some(now);
                         sends.push((*id, *addr, a, QueryKind::Put, Purpose::Announce(op)));
-                    } else if refresh_due && p.acked {
-                        let mut a = Args::new(InfoHash::ZERO);
-                        a.h = Some(key);
-                        a.vid = Some(value.id);
-                        a.token = Some(token.clone());
-                        p.pending = true;
-                        p.last = Some(now);
-                        sends.push((*id, *addr, a, QueryKind::Refresh, Purpose::Refresh(op)));
                     }
                 }
                 if !*done {
@@ -1993,7 +1971,7 @@ impl Dht {
                 }
                 self.step_search(now, sid);
             }
-            Purpose::Announce(op) | Purpose::Refresh(op) => {
+            Purpose::Announce(op) => {
                 if let Some(Op {
                     kind: OpKind::Put { peers, .. },
                     ..

@@ -378,3 +378,31 @@ fn listen_is_refreshed_past_ten_minutes_and_gets_new_values_and_expiry() {
         "expiry delivered"
     );
 }
+
+#[test]
+fn permanent_puts_outlive_the_type_expiration_and_plain_puts_do_not() {
+    let mut sim = Sim::new(20, 11, &Config::default(), Instant::now());
+    bootstrap_all(&mut sim);
+    sim.run_for(Duration::from_secs(30));
+    let kp = InfoHash::get("permanent");
+    let kt = InfoHash::get("transient");
+    let now = sim.now;
+    let (_, vp) = sim.nodes[4].put(now, kp, Value::new(b"p".to_vec()), true);
+    let (_, vt) = sim.nodes[4].put(now, kt, Value::new(b"t".to_vec()), false);
+    // 25 minutes: type 0 values live 10.
+    sim.run_for(Duration::from_secs(25 * 60));
+    sim.take_events(11);
+    let now = sim.now;
+    let gp = sim.nodes[11].get(now, kp, Query::all());
+    let gt = sim.nodes[11].get(now, kt, Query::all());
+    sim.run_for(Duration::from_secs(10));
+    let ev = sim.take_events(11);
+    assert!(
+        values_of(&ev, gp).iter().any(|v| v.id == vp),
+        "permanent value kept alive"
+    );
+    assert!(
+        !values_of(&ev, gt).iter().any(|v| v.id == vt),
+        "plain value expired"
+    );
+}
