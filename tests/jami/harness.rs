@@ -842,7 +842,6 @@ impl Lab {
 
     /// Stops jamid (SIGTERM, then SIGKILL after 8 s) and returns whether SIGTERM was enough.
     pub(crate) fn stop_jamid(&mut self) -> bool {
-        self.agent = None;
         let Some(mut j) = self.jamid.take() else {
             return true;
         };
@@ -900,6 +899,20 @@ impl Drop for Lab {
         for s in &mut self.servers {
             if s.proc.is_running() && s.proc.terminate(Duration::from_secs(3)).is_none() {
                 s.proc.kill();
+            }
+        }
+        // Diagnostics: WAYPOST_JAMI_LOGS=<dir> keeps jamid's and every server's output.
+        if let Some(dir) = std::env::var_os("WAYPOST_JAMI_LOGS").map(PathBuf::from) {
+            let _ = std::fs::create_dir_all(&dir);
+            let tag = std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", "-");
+            let _ = std::fs::write(dir.join(format!("{tag}.jamid.log")), self.jamid_log());
+            for s in &self.servers {
+                let out = [s.proc.stdout(), s.proc.stderr()].concat();
+                let file = format!("{tag}.{}.log", s.label.replace(' ', "_"));
+                let _ = std::fs::write(dir.join(file), out);
             }
         }
     }
