@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use clap::Parser as _;
 use prometheus_client::registry::Registry;
 use waypost_dht_node::metrics::Metrics;
 use waypost_dht_node::{NodeConfig, NodeLayer};
@@ -17,7 +17,14 @@ mod console;
 const PROGRAM: &str = "dht-node";
 
 fn main() {
-    let cli = Cli::<NodeLayer>::parse();
+    let cli = match Cli::<NodeLayer>::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let msg = e.to_string();
+            exit_invalid(PROGRAM, &msg.lines().next().unwrap_or("invalid arguments"))
+        }
+    };
     let cfg: NodeConfig = match resolve(cli.config.as_deref(), cli.layer) {
         Ok(c) => c,
         Err(e) => exit_invalid(PROGRAM, &e),
