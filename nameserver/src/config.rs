@@ -51,6 +51,15 @@ waypost_net::layered_config! {
         /// Admin listener (/metrics, /healthz, /readyz), or off.
         #[arg(long, env = "WAYPOST_NS_ADMIN_LISTEN", value_name = "ADDR")]
         pub admin_listen: AdminAddr = AdminAddr::Off,
+        /// HTTPS listener (HTTP/1.1 over TLS), or off.
+        #[arg(long, env = "WAYPOST_NS_TLS_LISTEN", value_name = "ADDR")]
+        pub tls_listen: AdminAddr = AdminAddr::Off,
+        /// PEM certificate chain for the HTTPS listener (reloaded on SIGHUP).
+        #[arg(long, env = "WAYPOST_NS_TLS_CERT", value_name = "FILE")]
+        pub tls_cert: PathBuf = PathBuf::new(),
+        /// PEM private key for the HTTPS listener.
+        #[arg(long, env = "WAYPOST_NS_TLS_KEY", value_name = "FILE")]
+        pub tls_key: PathBuf = PathBuf::new(),
         /// Allow a non-loopback admin listener.
         #[arg(long, env = "WAYPOST_NS_ADMIN_PUBLIC", value_name = "BOOL")]
         pub admin_public: bool = false,
@@ -136,6 +145,8 @@ pub struct Settings {
     pub store: StoreKind,
     /// Admin listener.
     pub admin_listen: AdminAddr,
+    /// HTTPS listener with its certificate and key files.
+    pub tls: Option<TlsSettings>,
     /// Lowercase path prefix without a trailing slash ("" for none).
     pub path_prefix: String,
     /// Body cap in bytes.
@@ -199,6 +210,17 @@ impl std::fmt::Debug for EthSettings {
             .field("confirmations", &self.confirmations)
             .finish_non_exhaustive()
     }
+}
+
+/// The HTTPS listener.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Token-bucket parameters of the POST limiter.
@@ -278,6 +300,22 @@ impl NameserverConfig {
                 )))
             }
         };
+        let tls = match self.tls_listen.addr() {
+            None => None,
+            Some(listen) => {
+                if self.tls_cert.as_os_str().is_empty() || self.tls_key.as_os_str().is_empty() {
+                    return Err(invalid("tls-listen needs tls-cert and tls-key"));
+                }
+                if listen == self.listen {
+                    return Err(invalid("tls-listen must differ from listen"));
+                }
+                Some(TlsSettings {
+                    listen,
+                    cert: self.tls_cert.clone(),
+                    key: self.tls_key.clone(),
+                })
+            }
+        };
         if self.max_connections == 0 {
             return Err(invalid("max-connections must be at least 1"));
         }
@@ -292,6 +330,7 @@ impl NameserverConfig {
             data_dir: self.data_dir.clone(),
             store: self.store,
             admin_listen: self.admin_listen,
+            tls,
             path_prefix: prefix,
             body_limit: self.body_limit,
             post_limit,
@@ -419,6 +458,10 @@ mod tests {
             },
             NameserverConfig {
                 admin_listen: "0.0.0.0:9100".parse().unwrap(),
+                ..Default::default()
+            },
+            NameserverConfig {
+                tls_listen: "127.0.0.1:8443".parse().unwrap(),
                 ..Default::default()
             },
         ];

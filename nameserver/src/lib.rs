@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use waypost_net::shutdown::Shutdown;
+use waypost_net::tls::ReloadableTls;
 
 pub mod config;
 #[cfg(feature = "eth")]
@@ -76,6 +77,19 @@ pub async fn run(
     metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<(), NameserverError> {
+    run_with_tls(settings, listener, None, store, metrics, shutdown).await
+}
+
+/// Like [`run`], with an optional second listener that speaks HTTPS (HTTP/1.1 over TLS) with the
+/// given reloadable certificate.
+pub async fn run_with_tls(
+    settings: Settings,
+    listener: TcpListener,
+    tls: Option<(TcpListener, ReloadableTls)>,
+    store: Arc<dyn NameStore>,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) -> Result<(), NameserverError> {
     let limiter = settings.post_limit.map(ratelimit::RateLimiter::new);
     let grace = settings.shutdown_grace;
     let permits = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
@@ -85,6 +99,32 @@ pub async fn run(
         limiter,
         settings,
     });
+    let tls_loop = tls.map(|(l, t)| {
+        tokio::spawn(accept_loop(
+            state.clone(),
+            l,
+            Some(t),
+            permits.clone(),
+            shutdown.clone(),
+        ))
+    });
+    accept_loop(state, listener, None, permits, shutdown.clone()).await;
+    if let Some(h) = tls_loop {
+        let _ = h.await;
+    }
+    if !shutdown.drain(grace).await {
+        tracing::warn!("shutdown grace period over with requests in flight");
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    state: Arc<api::AppState>,
+    listener: TcpListener,
+    tls: Option<ReloadableTls>,
+    permits: Arc<tokio::sync::Semaphore>,
+    shutdown: Shutdown,
+) {
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -107,18 +147,26 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let sd = shutdown.clone();
+        let acceptor = tls.as_ref().map(ReloadableTls::acceptor);
         shutdown.spawn(async move {
             state.metrics.connections().inc();
-            serve_connection(state.clone(), stream, peer.ip(), sd).await;
+            match acceptor {
+                None => serve_connection(state.clone(), stream, peer.ip(), sd).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header timeout.
+                    let hs = tokio::time::timeout(
+                        state.settings.header_timeout,
+                        acceptor.accept(stream),
+                    );
+                    if let Ok(Ok(tls_stream)) = hs.await {
+                        serve_connection(state.clone(), tls_stream, peer.ip(), sd).await;
+                    }
+                }
+            }
             state.metrics.connections().dec();
             drop(permit);
         });
     }
-    drop(listener);
-    if !shutdown.drain(grace).await {
-        tracing::warn!("shutdown grace period over with requests in flight");
-    }
-    Ok(())
 }
 
 /// Per-connection activity, for the keep-alive idle timeout.
@@ -127,12 +175,10 @@ struct Activity {
     last: Mutex<Instant>,
 }
 
-async fn serve_connection(
-    state: Arc<api::AppState>,
-    stream: TcpStream,
-    peer: IpAddr,
-    sd: Shutdown,
-) {
+async fn serve_connection<S>(state: Arc<api::AppState>, stream: S, peer: IpAddr, sd: Shutdown)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),
         last: Mutex::new(Instant::now()),

@@ -5,10 +5,11 @@
 
 use clap::Parser as _;
 use prometheus_client::registry::Registry;
-use waypost_nameserver::{Metrics, NameserverConfig, NameserverLayer, open_store, run};
+use waypost_nameserver::{Metrics, NameserverConfig, NameserverLayer, open_store, run_with_tls};
 use waypost_net::config::{Cli, exit_config_ok, exit_invalid, resolve};
 use waypost_net::listen::{SocketOptions, bind_tcp};
 use waypost_net::shutdown::Shutdown;
+use waypost_net::tls::ReloadableTls;
 
 const PROGRAM: &str = "nameserver";
 
@@ -29,6 +30,14 @@ fn main() {
     let settings = match cfg.validate() {
         Ok(s) => s,
         Err(e) => exit_invalid(PROGRAM, &e),
+    };
+    // TLS files are part of the configuration: checked before anything is bound.
+    let tls_files = match &settings.tls {
+        None => None,
+        Some(t) => match ReloadableTls::load(&t.cert, &t.key, &[b"http/1.1"]) {
+            Ok(r) => Some(r),
+            Err(e) => exit_invalid(PROGRAM, &e),
+        },
     };
     if cli.check_config {
         exit_config_ok(PROGRAM);
@@ -64,6 +73,22 @@ fn main() {
                 return waypost_net::EX_SOFTWARE;
             }
         };
+        let tls = match (&settings.tls, tls_files) {
+            (Some(t), Some(reloadable)) => {
+                let tls_opts = SocketOptions {
+                    buffer: 0,
+                    ..SocketOptions::new("https")
+                };
+                match bind_tcp(t.listen, &tls_opts) {
+                    Ok(l) => Some((l, reloadable)),
+                    Err(e) => {
+                        eprintln!("{PROGRAM}: {e}");
+                        return waypost_net::EX_SOFTWARE;
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut registry = Registry::with_prefix("waypost");
         let metrics = Metrics::register(&mut registry);
         let admin = waypost_net::admin::Admin::new(registry);
@@ -84,9 +109,13 @@ fn main() {
             }
         }
         tokio::spawn(shutdown.clone().on_signals());
+        #[cfg(unix)]
+        if let Some((_, t)) = &tls {
+            shutdown.spawn(t.clone().reload_on_sighup(shutdown.clone()));
+        }
         admin.set_ready(true);
         tracing::info!("name server started");
-        match run(settings, listener, store, metrics, shutdown).await {
+        match run_with_tls(settings, listener, tls, store, metrics, shutdown).await {
             Ok(()) => {
                 tracing::info!("name server stopped");
                 0

@@ -9,6 +9,7 @@ mod conformance;
 mod crypto;
 mod durability;
 mod limits;
+mod tls;
 // The same conformance suite and chain-specific tests against a registrar contract on anvil.
 #[cfg(feature = "eth")]
 mod interop_eth;
