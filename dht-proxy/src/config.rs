@@ -59,6 +59,9 @@ waypost_net::layered_config! {
         /// Bootstrap node HOST:PORT (repeatable).
         #[arg(long = "bootstrap", env = "WAYPOST_PROXY_BOOTSTRAP", value_name = "HOST:PORT", value_delimiter = ',')]
         pub bootstrap: Vec<String> = Vec::new(),
+        /// Addresses the DHT node binds (repeatable; default: the IPv4 and IPv6 wildcards).
+        #[arg(long = "dht-bind", env = "WAYPOST_PROXY_DHT_BIND", value_name = "IP", value_delimiter = ',')]
+        pub dht_bind: Vec<std::net::IpAddr> = Vec::new(),
         /// DHT network id.
         #[arg(long, env = "WAYPOST_PROXY_NETWORK", value_name = "N")]
         pub network: u32 = 0,

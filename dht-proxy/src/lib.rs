@@ -14,6 +14,7 @@ pub mod convert;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod node;
 pub mod proxy;
 pub mod push;
 pub mod store;

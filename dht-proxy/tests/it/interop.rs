@@ -295,3 +295,229 @@ fn reference_proxy_baseline() {
     assert_eq!(n["data"]["to"], "dhtnode");
     assert_eq!(n["tokens"], serde_json::json!(["DEV1"]));
 }
+
+/// Our proxy binary on loopback, bootstrapped to `bootstrap_port`.
+pub struct OurProxy {
+    pub proc: waypost_tests::proc::Watched,
+    pub http: SocketAddr,
+}
+
+pub fn spawn_our_proxy(bootstrap_port: u16, extra: &[&str]) -> OurProxy {
+    let http_port = waypost_tests::proc::free_port();
+    let udp = free_udp_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dht-proxy"));
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{http_port}"),
+        "--port",
+        &udp.to_string(),
+        "--dht-bind",
+        "127.0.0.1",
+    ])
+    .args(["--bootstrap", &format!("127.0.0.1:{bootstrap_port}")])
+    .args(extra);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WAYPOST_") {
+            cmd.env_remove(k);
+        }
+    }
+    let proc = waypost_tests::proc::Watched::spawn(cmd).expect("spawn dht-proxy");
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    assert!(
+        waypost_tests::proc::wait_tcp(http, T),
+        "dht-proxy did not start: {}",
+        String::from_utf8_lossy(&proc.stderr())
+    );
+    OurProxy { proc, http }
+}
+
+#[test]
+fn our_proxy_matches_reference_for_dhtnode_clients() {
+    let rt = runtime();
+    let gw = rt.block_on(Receiver::start());
+    let pb = free_udp_port();
+    let mut b = Dhtnode::spawn(&["-p", &pb.to_string()]);
+    let push = format!("http://{}", gw.addr);
+    let ours = spawn_our_proxy(pb, &["--push-server", &push, "--push-format", "2.4"]);
+    let seen = proxy_client_scenario(ours.http, &mut b);
+    assert_eq!(
+        seen,
+        Observed {
+            get_sees_udp_put: true,
+            udp_get_sees_proxy_put: true,
+            listen_sees_current: true,
+            listen_sees_new: true,
+            udp_get_sees_permanent_put: true,
+            listen_sees_own_permanent_put: true,
+        },
+        "same observations as with dhtnode --proxyserver (reference_proxy_baseline)"
+    );
+    let body = push_client_scenario(ours.http, &mut b, &gw);
+    let n = &body["notifications"][0];
+    assert_eq!(n["data"]["to"], "dhtnode");
+    assert_eq!(n["tokens"], serde_json::json!(["DEV1"]));
+    assert_eq!(
+        n["platform"], 1,
+        "dhtnode's empty platform is sent like iOS"
+    );
+    // The SUBSCRIBE body dhtnode sent is the one of the spec (D.4): client_id "dhtnode".
+    assert!(
+        n["data"]["s"].as_str().is_some_and(|s| s.len() == 8),
+        "8-character session id: {n}"
+    );
+}
+
+#[test]
+fn node_backend_listen_sees_remote_puts() {
+    use waypost_dht_proxy::backend::DhtBackend as _;
+    let rt = runtime();
+    let pb = free_udp_port();
+    let mut b = Dhtnode::spawn(&["-p", &pb.to_string()]);
+    let shutdown = waypost_net::shutdown::Shutdown::new();
+    let backend = rt.block_on(async {
+        let sockets = waypost_dht_node::bind_sockets(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+        let opts = waypost_dht_node::NodeOptions {
+            bootstrap: vec![format!("127.0.0.1:{pb}").parse().unwrap()],
+            ..Default::default()
+        };
+        let node = waypost_dht_node::spawn(opts, sockets, &shutdown, None).unwrap();
+        assert!(node.wait_connected(T).await);
+        waypost_dht_proxy::node::NodeBackend::new(node)
+    });
+    let key = waypost_dht_proxy::http::parse_key("lkey");
+    b.cmd("p lkey first");
+    assert!(b.wait("Put: success", 1, T));
+    let mut l = rt.block_on(backend.listen(key)).unwrap();
+    let first = rt
+        .block_on(async { tokio::time::timeout(T, l.events.recv()).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.values.len(), 1);
+    b.cmd("p lkey second");
+    assert!(b.wait("Put: success", 2, T));
+    let second = rt
+        .block_on(async { tokio::time::timeout(T, l.events.recv()).await })
+        .expect("second event in time")
+        .unwrap();
+    assert!(!second.expired);
+    shutdown.trigger();
+}
+
+/// A blocking HTTP/1.1 request with `Connection: close`; returns (status, body) (chunked
+/// bodies are returned with their framing).
+pub fn blocking_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn stats(addr: SocketAddr) -> serde_json::Value {
+    let (st, body) = blocking_request(addr, "GET", "/node/stats", b"");
+    assert_eq!(st, 200);
+    serde_json::from_str(body.trim()).unwrap()
+}
+
+#[test]
+fn subscriptions_and_permanent_puts_survive_kill_9() {
+    let rt = runtime();
+    let gw = rt.block_on(Receiver::start());
+    let pb = free_udp_port();
+    let mut b = Dhtnode::spawn(&["-p", &pb.to_string()]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let push = format!("http://{}", gw.addr);
+    let args = [
+        "--push-server",
+        push.as_str(),
+        "--push-format",
+        "2.4",
+        "--data-dir",
+        data.as_str(),
+    ];
+    let mut first = spawn_our_proxy(pb, &args);
+    assert!(wait_proxy_connected(first.http, T));
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let (sub_key, perm_key) = (format!("sub{tag}"), format!("perm{tag}"));
+    let sub = br#"{"key":"TOKEN-K9","client_id":"c-k9","session_id":"s-k9","platform":"android","topic":""}"#;
+    let (st, body) = blocking_request(first.http, "SUBSCRIBE", &format!("/key/{sub_key}"), sub);
+    assert_eq!((st, body.as_str()), (200, "{}\n"));
+    let (st, body) = blocking_request(
+        first.http,
+        "POST",
+        &format!("/key/{perm_key}"),
+        br#"{"data":"cGVybQ==","permanent":true}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(body.trim()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.proc.kill(); // SIGKILL: no clean shutdown, nothing flushed at exit
+
+    let second = spawn_our_proxy(pb, &args);
+    assert!(wait_proxy_connected(second.http, T));
+    let s = stats(second.http);
+    assert_eq!(
+        (
+            s["totalPermanentPuts"].as_u64(),
+            s["pushListenersCount"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    // The permanent put is announced again by the restarted proxy and has the same id.
+    let (st, body) = blocking_request(
+        second.http,
+        "POST",
+        &format!("/key/{perm_key}"),
+        br#"{"data":"cGVybQ==","permanent":true}"#,
+    );
+    assert_eq!(st, 200);
+    assert!(
+        body.contains(&format!("\"id\":\"{id}\"")),
+        "dedupe against the restored put: {body}"
+    );
+    // The restored subscription still pushes.
+    std::thread::sleep(Duration::from_secs(1));
+    b.cmd(&format!("p {sub_key} after{tag}"));
+    assert!(b.wait("Put: success", 1, T));
+    let h = hex_sha1(&sub_key);
+    let end = Instant::now() + T;
+    let push = loop {
+        if let Some(r) = gw
+            .requests()
+            .into_iter()
+            .find(|r| r.body.to_string().contains(&h))
+        {
+            break r.body;
+        }
+        assert!(
+            Instant::now() < end,
+            "no push after restart: {:?}",
+            gw.requests()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let n = &push["notifications"][0];
+    assert_eq!(n["tokens"], serde_json::json!(["TOKEN-K9"]));
+    assert_eq!(n["data"]["to"], "c-k9");
+    assert_eq!(n["data"]["s"], "s-k9");
+}
