@@ -504,3 +504,24 @@ fn head_is_answered_like_get_without_a_body() {
     assert!(r.body.is_empty());
     assert_eq!(request(s.addr, "HEAD", "/name/nobody", None).status, 404);
 }
+
+#[test]
+fn invalid_names_are_400_on_post_too() {
+    let a = key_a();
+    let s = TestServer::memory();
+    let long = "a".repeat(33);
+    for (path, name) in [
+        (format!("/name/{long}"), long.as_str()),
+        ("/name/%3D%3D".to_owned(), "=="),
+        ("/name/a%20b".to_owned(), "a b"),
+        ("/name/ab".to_owned(), "ab"),
+        ("/name/ALICE".to_owned(), "ALICE"),
+    ] {
+        s.post(&path, &body(&id(a), &random_owner(), &sig(a, name), &pk(a)))
+            .expect(400, json!({"success": false, "error": "invalid name"}));
+    }
+    // 32 characters is the longest valid name.
+    let max = "a".repeat(32);
+    s.post(&format!("/name/{max}"), &reg(a, &max))
+        .expect(200, json!({"success": true}));
+}
