@@ -28,6 +28,7 @@ pub(crate) const TURN_PORT: u16 = 3478;
 pub(crate) const ADMIN_NS: u16 = 9101;
 pub(crate) const ADMIN_TURN: u16 = 9102;
 pub(crate) const ADMIN_PROXY: u16 = 9103;
+pub(crate) const ADMIN_DHT: u16 = 9104;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -499,7 +500,8 @@ impl Lab {
             Impl::Ours => {
                 let mut c = self.ns.exec(our_binary("dht-node", "waypost-dht-node"));
                 c.args(["--log-level", "trace", "--bind", "127.0.0.1"])
-                    .args(["--port", &DHT_PORT.to_string()]);
+                    .args(["--port", &DHT_PORT.to_string()])
+                    .args(["--admin-listen", &format!("127.0.0.1:{ADMIN_DHT}")]);
                 self.spawn_server("dht-node", true, c, None);
                 self.wait_server("dht-node", DHT_PORT, true);
             }
@@ -562,6 +564,7 @@ impl Lab {
                 c.args(["--log-level", "trace"])
                     .args(["--listen", &format!("127.0.0.1:{PROXY_HTTP_PORT}")])
                     .args(["--port", &PROXY_DHT_PORT.to_string()])
+                    .args(["--dht-bind", "127.0.0.1"])
                     .args(["--bootstrap", &format!("127.0.0.1:{DHT_PORT}")])
                     .arg("--data-dir")
                     .arg(&data)
@@ -845,6 +848,10 @@ impl Lab {
         let Some(mut j) = self.jamid.take() else {
             return true;
         };
+        if !j.is_running() {
+            self.jamid = Some(j);
+            return true;
+        }
         let clean = j.terminate(Duration::from_secs(8)).is_some();
         if !clean {
             j.kill();

@@ -496,6 +496,10 @@ fn interop_jami_accounts_and_trust_request_on_our_dht_node() {
             "nameserver /metrics".to_owned(),
             lab.metrics_or_empty(harness::ADMIN_NS),
         ),
+        (
+            "dht-node /metrics".to_owned(),
+            lab.metrics_or_empty(harness::ADMIN_DHT),
+        ),
     ];
     lab.assert_canary(&canary, &pages);
 }
@@ -537,7 +541,7 @@ fn interop_jami_proxy_account_on_our_dht_proxy() {
     ));
     let page = lab.metrics(harness::ADMIN_PROXY);
     assert!(
-        harness::metric_sum(&page, "requests_total", &["route=\"put\""]) >= 1.0,
+        harness::metric_sum(&page, "requests_total", &["route=\"put"]) >= 1.0,
         "no put reached our proxy:\n{page}"
     );
     assert_eq!(
