@@ -238,3 +238,29 @@ fn garbage_requests_get_json_errors_and_the_server_keeps_serving() {
                "signature": s.get("/name/alice/signature").json()["signature"]}),
     );
 }
+
+/// hyper applies the header timeout to the wait for the next request on a keep-alive
+/// connection too, so an idle connection is closed after min(idle, header) timeout.
+#[test]
+fn header_timeout_also_bounds_idle_keep_alive() {
+    let mut settings = Settings::for_tests();
+    settings.idle_timeout = Duration::from_secs(4);
+    settings.header_timeout = Duration::from_millis(300);
+    let s = TestServer::start(settings, Arc::new(MemoryStore::new()));
+    let mut stream = TcpStream::connect(s.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /name/alice HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    assert_eq!(parse_response(&raw).status, 404);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
