@@ -535,13 +535,25 @@ fn http_put_get_listen_against_a_plain_dhtnode() {
     let tag = format!("{:08x}", rand::random::<u32>());
     let key = format!("k{tag}");
     let h = hex_sha1(&key);
-    let (st, body) = blocking_request(ours.http, "POST", &format!("/key/{h}"), br#"{"data":"aGVsbG8=","type":0}"#);
+    let (st, body) = blocking_request(
+        ours.http,
+        "POST",
+        &format!("/key/{h}"),
+        br#"{"data":"aGVsbG8=","type":0}"#,
+    );
     assert_eq!(st, 200);
     let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
-    assert!(v["id"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()), "string id: {body}");
+    assert!(
+        v["id"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()),
+        "string id: {body}"
+    );
     b.cmd(&format!("g {key}"));
     assert!(b.wait("Get: completed", 1, T));
-    assert!(b.output().contains("68656c6c6f"), "dhtnode sees the proxy's value: {}", b.output());
+    assert!(
+        b.output().contains("68656c6c6f"),
+        "dhtnode sees the proxy's value: {}",
+        b.output()
+    );
 
     b.cmd(&format!("p {key} fromB"));
     assert!(b.wait("Put: success", 1, T));
@@ -551,7 +563,8 @@ fn http_put_get_listen_against_a_plain_dhtnode() {
 
     let mut s = std::net::TcpStream::connect(ours.http).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(format!("GET /key/{h}/listen HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(format!("GET /key/{h}/listen HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut got = String::new();
     let mut buf = [0u8; 4096];
     let end = Instant::now() + T;
@@ -565,8 +578,18 @@ fn http_put_get_listen_against_a_plain_dhtnode() {
             got.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
-    assert!(got.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{got}");
-    assert!(got.contains("{\"data\":\"bmV3\",\"id\":\""), "new value streamed: {got}");
+    assert!(
+        got.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{got}"
+    );
+    assert!(
+        got.contains("{\"data\":\"bmV3\",\"id\":\""),
+        "new value streamed: {got}"
+    );
     let new_line = got.split("\r\n").find(|l| l.contains("bmV3")).unwrap();
-    assert!(new_line.ends_with('\n'), "one JSON object + newline per chunk");
+    assert!(
+        new_line.ends_with('\n'),
+        "one JSON object + newline per chunk"
+    );
 }

@@ -2,6 +2,7 @@
 
 #![allow(unreachable_pub, clippy::unwrap_used)]
 
+mod canary;
 mod common;
 mod interop;
 mod push;
