@@ -9,7 +9,12 @@
 //! connection. Bounded: at most `--keys` requests (fresh) or `--requests` (idempotent) and a
 //! 120 s wall-clock cap.
 
-#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_macros, clippy::unwrap_used)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_macros,
+    clippy::unwrap_used
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -45,7 +50,11 @@ fn parse_args() -> Args {
         let v = argv.get(i + 1).cloned().unwrap_or_default();
         match argv[i].as_str() {
             "--url" => {
-                a.addr = v.trim_start_matches("http://").trim_end_matches('/').parse().expect("--url http://IP:PORT");
+                a.addr = v
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .parse()
+                    .expect("--url http://IP:PORT");
                 i += 1;
             }
             "--keys" => {
@@ -53,7 +62,11 @@ fn parse_args() -> Args {
                 i += 1;
             }
             "--bits" => {
-                a.bits = if v == "4096" { KeyBits::Rsa4096 } else { KeyBits::Rsa2048 };
+                a.bits = if v == "4096" {
+                    KeyBits::Rsa4096
+                } else {
+                    KeyBits::Rsa2048
+                };
                 i += 1;
             }
             "--concurrency" => {
@@ -97,7 +110,11 @@ fn post(conn: &mut BufReader<TcpStream>, path: &str, body: &[u8]) -> std::io::Re
     s.write_all(body)?;
     let mut line = String::new();
     conn.read_line(&mut line)?;
-    let status: u16 = line.split(' ').nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
     let mut len = 0usize;
     loop {
         line.clear();
@@ -118,9 +135,15 @@ fn post(conn: &mut BufReader<TcpStream>, path: &str, body: &[u8]) -> std::io::Re
 
 fn main() {
     let args = parse_args();
-    let n_keys = if args.idempotent { args.concurrency } else { args.keys };
+    let n_keys = if args.idempotent {
+        args.concurrency
+    } else {
+        args.keys
+    };
     let t = Instant::now();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let work: Vec<(String, Vec<u8>)> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..threads)
             .map(|t| {
@@ -141,9 +164,17 @@ fn main() {
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    eprintln!("generated {} identities in {:.1}s", work.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {} identities in {:.1}s",
+        work.len(),
+        t.elapsed().as_secs_f64()
+    );
     let work = Arc::new(work);
-    let total = if args.idempotent { args.requests } else { work.len() };
+    let total = if args.idempotent {
+        args.requests
+    } else {
+        work.len()
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let lat = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
@@ -151,7 +182,8 @@ fn main() {
     let start = Instant::now();
     let hs: Vec<_> = (0..args.concurrency)
         .map(|w| {
-            let (work, next, lat, statuses) = (work.clone(), next.clone(), lat.clone(), statuses.clone());
+            let (work, next, lat, statuses) =
+                (work.clone(), next.clone(), lat.clone(), statuses.clone());
             let (addr, idem) = (args.addr, args.idempotent);
             std::thread::spawn(move || {
                 let mut conn = BufReader::new(TcpStream::connect(addr).expect("connect"));
@@ -163,7 +195,11 @@ fn main() {
                         break;
                     }
                     // Idempotent mode: each worker repeats its own registration.
-                    let (path, body) = if idem { &work[w % work.len()] } else { &work[i] };
+                    let (path, body) = if idem {
+                        &work[w % work.len()]
+                    } else {
+                        &work[i]
+                    };
                     let t0 = Instant::now();
                     let st = post(&mut conn, path, body).unwrap_or(0);
                     mine.push(t0.elapsed());
@@ -185,7 +221,11 @@ fn main() {
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
         "mode={} requests={} concurrency={} elapsed={:.2}s throughput={:.0} req/s p50={:.2}ms p99={:.2}ms max={:.2}ms statuses={:?}",
-        if args.idempotent { "idempotent" } else { "fresh" },
+        if args.idempotent {
+            "idempotent"
+        } else {
+            "fresh"
+        },
         lat.len(),
         args.concurrency,
         elapsed.as_secs_f64(),
