@@ -20,6 +20,7 @@ use waypost_nameserver::eth::{Chain, EthStore, parse_key};
 
 use crate::common::TestServer;
 
+mod canary;
 mod chain;
 // The shared suite, compiled a second time against this module's `backend` (intended).
 #[allow(clippy::duplicate_mod)]
