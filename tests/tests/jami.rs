@@ -255,12 +255,7 @@ fn suffix() -> String {
 /// registerName / lookupName / lookupAddress against our name server, and a taken name.
 #[test]
 fn interop_jami_names_on_our_nameserver() {
-    let mut lab = Lab::new(Setup {
-        dht: Impl::Off,
-        turn: Impl::Off,
-        nameserver: Impl::Ours,
-        proxy: Impl::Off,
-    });
+    let mut lab = Lab::new(ours(false));
     let mut canary = Canary::new();
     let acc = accounts(&mut lab, &[("alice", &[]), ("bob", &[])], false);
     let (a, b) = (&acc[0], &acc[1]);
@@ -422,12 +417,7 @@ fn wait_announced(lab: &mut Lab, alias: &str, account: &str, timeout: Duration) 
 /// The daemon's TURN health probe (an RFC 6062 TCP allocation, spec §6) succeeds on our server.
 #[test]
 fn interop_jami_turn_health_probe_on_our_turn_server() {
-    let mut lab = Lab::new(Setup {
-        dht: Impl::Off,
-        turn: Impl::Ours,
-        nameserver: Impl::Off,
-        proxy: Impl::Off,
-    });
+    let mut lab = Lab::new(ours(false));
     let mut canary = Canary::new();
     let acc = accounts(&mut lab, &[("alice", &[])], false);
     plant_account(&mut lab, &mut canary, "alice", &acc[0]);
