@@ -42,6 +42,15 @@ pub enum Service {
     /// TURN relay: allocate over UDP/TCP/TLS, permissions, channels, RFC 6062, send data.
     #[command(subcommand)]
     Turn(crate::turn_cli::TurnCommand),
+    /// DHT: get, put, listen as a UDP node (--bootstrap) or through a proxy (--proxy).
+    #[command(subcommand)]
+    Dht(crate::dht_cli::DhtCommand),
+    /// Push: be a phone (local push receiver + SUBSCRIBE through a proxy), or only receive.
+    #[command(subcommand)]
+    Push(crate::dht_cli::PushCommand),
+    /// Identity: create or show an RSA identity and its Jami ID.
+    #[command(subcommand)]
+    Identity(crate::dht_cli::IdentityCommand),
 }
 
 /// `node-client name ...`
@@ -97,7 +106,31 @@ pub enum NameCommand {
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     output::set_json(cli.json);
-    match cli.service {
+    let other = match cli.service {
+        Service::Dht(cmd) => Some(crate::dht_cli::run_dht(cmd).await),
+        Service::Push(cmd) => Some(crate::dht_cli::run_push(cmd).await),
+        Service::Identity(cmd) => Some(crate::dht_cli::run_identity(cmd).await),
+        s => {
+            return run_service(s).await;
+        }
+    };
+    match other {
+        Some(Ok(code)) => code,
+        Some(Err(crate::dht_cli::DhtCliError::Usage(m))) => {
+            output::error("node-client", &m);
+            waypost_net::EX_USAGE
+        }
+        Some(Err(e)) => {
+            output::error("node-client", &e);
+            EXIT_ERROR
+        }
+        None => EXIT_ERROR,
+    }
+}
+
+async fn run_service(service: Service) -> i32 {
+    match service {
+        Service::Dht(_) | Service::Push(_) | Service::Identity(_) => EXIT_ERROR,
         Service::Turn(cmd) => match crate::turn_cli::run(cmd).await {
             Ok(code) => code,
             Err(e) => {

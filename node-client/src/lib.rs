@@ -6,8 +6,12 @@
 //! - [`name`]: the Jami name server client (register, lookup, reverse lookup).
 
 pub mod cli;
+pub mod dht;
+pub mod dht_cli;
 pub mod name;
 pub mod output;
+pub mod proxy;
+pub mod push;
 pub mod transfer;
 pub mod turn;
 pub mod turn_cli;

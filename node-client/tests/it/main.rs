@@ -4,5 +4,6 @@
 #![allow(unreachable_pub)]
 
 mod common;
+mod dht;
 mod name;
 mod turn;
