@@ -45,7 +45,7 @@ fn nameserver_leaks_nothing_under_a_workload() {
     ])
     .arg("--data-dir")
     .arg(dir.path())
-    .args(["--post-rate", "60", "--post-burst", "3"]);
+    .args(["--post-rate", "1", "--post-burst", "3"]);
     let mut server = Watched::spawn(cmd).unwrap();
     assert!(wait_tcp(addr, Duration::from_secs(20)));
 
