@@ -314,3 +314,46 @@ async fn other_network_ids_do_not_interact() {
         "net 5 node connects to net 5 dhtnode"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_node_talks_ipv4_and_ipv6() {
+    let a = RefNode::spawn(&[]);
+    let v4: std::net::SocketAddr = format!("127.0.0.1:{}", a.port).parse().unwrap();
+    let v6: std::net::SocketAddr = format!("[::1]:{}", a.port).parse().unwrap();
+    let sockets = waypost_dht_node::bind_sockets(&[
+        "127.0.0.1:0".parse().unwrap(),
+        "[::1]:0".parse().unwrap(),
+    ])
+    .expect("bind both families");
+    assert_eq!(sockets.len(), 2);
+    let shutdown = waypost_net::shutdown::Shutdown::new();
+    let opts = waypost_dht_node::NodeOptions {
+        bootstrap: vec![v4, v6],
+        ..Default::default()
+    };
+    let node = waypost_dht_node::spawn(opts, sockets, &shutdown, None).unwrap();
+    assert!(
+        eventually(T, || {
+            let s = node.status();
+            s.ipv4.good >= 1 && s.ipv6.good >= 1
+        })
+        .await,
+        "good nodes in both routing tables: {:?}",
+        node.status()
+    );
+    let out = node
+        .put(
+            InfoHash::get("dualkey"),
+            Value::new(b"both".to_vec()),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(out.stored, "put acknowledged over both families");
+    let vals = node
+        .get_all(InfoHash::get("dualkey"), Query::all())
+        .await
+        .unwrap();
+    assert!(vals.iter().any(|v| v.data == b"both"));
+    shutdown.trigger();
+}

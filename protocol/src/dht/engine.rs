@@ -276,8 +276,14 @@ enum OpKind {
         permanent: bool,
         created: u64,
         peers: HashMap<(usize, InfoHash), PeerOpState>,
-        done: bool,
-        next_refresh: Instant,
+        /// Per family: announce settled (every ready node acked or failed).
+        done: [bool; 2],
+        /// Families this put runs on.
+        families: [bool; 2],
+        /// Completion already reported.
+        reported: bool,
+        /// Per family: next re-announce of a permanent put.
+        next_refresh: [Instant; 2],
     },
     Listen {
         query: Query,
@@ -1482,8 +1488,10 @@ impl Dht {
                     permanent,
                     created,
                     peers: HashMap::new(),
-                    done: false,
-                    next_refresh: now + life.saturating_sub(Duration::from_secs(10)),
+                    done: [false; 2],
+                    families: [self.cfg.ipv4, self.cfg.ipv6],
+                    reported: false,
+                    next_refresh: [now + life.saturating_sub(Duration::from_secs(10)); 2],
                 },
             },
         );
@@ -1812,11 +1820,13 @@ impl Dht {
                 created,
                 peers,
                 done,
+                families,
+                reported,
                 next_refresh,
             } => {
-                let refresh_due = *permanent && *done && now >= *next_refresh;
+                let refresh_due = *permanent && done[family] && now >= next_refresh[family];
                 if refresh_due {
-                    *next_refresh = now
+                    next_refresh[family] = now
                         + type_expiration(effective_type(value))
                             .saturating_sub(Duration::from_secs(10));
                 }
@@ -1846,7 +1856,7 @@ impl Dht {
                         sends.push((*id, *addr, a, QueryKind::Put, Purpose::Announce(op)));
                     }
                 }
-                if !*done {
+                if !done[family] {
                     let ready_ids: Vec<(usize, InfoHash)> =
                         ready.iter().map(|r| (family, r.0)).collect();
                     let all_settled = ready_ids.iter().all(|k| {
@@ -1855,9 +1865,13 @@ impl Dht {
                             .is_some_and(|p| !p.pending && (p.acked || p.failed))
                     });
                     if all_settled && sends.is_empty() {
-                        *done = true;
-                        finished = Some(peers.values().any(|p| p.acked));
+                        done[family] = true;
                     }
+                }
+                let all_done = (0..2).all(|f| !families[f] || done[f]);
+                if all_done && !*reported {
+                    *reported = true;
+                    finished = Some(peers.values().any(|p| p.acked));
                 }
             }
             OpKind::Listen { query, peers, .. } => {
