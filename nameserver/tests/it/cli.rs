@@ -6,7 +6,14 @@ use std::time::Duration;
 use waypost_tests::proc::{Watched, free_port, wait_tcp};
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nameserver"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nameserver"));
+    // The test's own environment must not leak into the layering under test.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WAYPOST_") {
+            c.env_remove(k);
+        }
+    }
+    c
 }
 
 #[test]
@@ -120,4 +127,33 @@ fn bind_failure_exits_70_without_the_address() {
         !err.contains(&port.to_string()) && !err.contains("127.0.0.1"),
         "{err}"
     );
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = bin();
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path());
+    let mut first = Watched::spawn(cmd).unwrap();
+    assert!(wait_tcp(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(20)
+    ));
+    let out = bin()
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(70));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "nameserver: cannot open the name database"
+    );
+    assert_eq!(first.terminate(Duration::from_secs(10)), Some(0));
 }
