@@ -21,9 +21,9 @@ TARGETS=(
   node-client:waypost-node-client
 )
 
-# Cargo features of the release build, as package/feature (none: default features only). The
-# release binaries must be built with the features CI tests; tests/tests/deploy.rs checks this
-# list against the cargo invocations in scripts/test.sh.
+# Cargo features of the release build, as package/feature (none: default features only), e.g.
+# waypost-nameserver/eth for the Ethereum registrar backend. Only features that CI tests may be
+# listed: tests/tests/deploy.rs checks this list against the cargo invocations in scripts/test.sh.
 FEATURES=()
 
 cmd=(cargo build --release --locked)
