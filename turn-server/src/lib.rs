@@ -165,25 +165,34 @@ pub async fn run(
     let server = server::Server::new(settings, metrics, stop.clone());
     let tracker = tokio_util::task::TaskTracker::new();
 
+    let shards = Shards::start(server.s.shards, &stop)?;
     for group in listeners.udp {
-        for sock in group {
+        for (i, sock) in group.into_iter().enumerate() {
             let local = sock.local_addr().map_err(waypost_net::NetError::from)?;
-            let sock = Arc::new(
-                tokio::net::UdpSocket::from_std(sock).map_err(waypost_net::NetError::from)?,
-            );
-            tracker.spawn(udp::serve(server.clone(), sock, local));
+            let server = server.clone();
+            shards.handle(i).spawn(async move {
+                if let Ok(sock) = tokio::net::UdpSocket::from_std(sock) {
+                    udp::serve(server, Arc::new(sock), local).await;
+                }
+            });
         }
     }
+    let shards = Arc::new(shards);
     for l in listeners.tcp {
         let l = tokio::net::TcpListener::from_std(l).map_err(waypost_net::NetError::from)?;
-        tracker.spawn(accept_loop(server.clone(), l, None));
+        tracker.spawn(accept_loop(server.clone(), l, None, shards.clone()));
     }
     if let Some(tls) = &listeners.tls_config {
         #[cfg(unix)]
         tracker.spawn(tls.clone().reload_on_sighup(shutdown.clone()));
         for l in listeners.tls {
             let l = tokio::net::TcpListener::from_std(l).map_err(waypost_net::NetError::from)?;
-            tracker.spawn(accept_loop(server.clone(), l, Some(tls.clone())));
+            tracker.spawn(accept_loop(
+                server.clone(),
+                l,
+                Some(tls.clone()),
+                shards.clone(),
+            ));
         }
     }
     if let Some(l) = listeners.admin {
@@ -228,13 +237,68 @@ pub async fn run(
     stop.cancel();
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    if let Ok(shards) = Arc::try_unwrap(shards) {
+        let _ = tokio::task::spawn_blocking(move || shards.join()).await;
+    }
     Ok(())
+}
+
+/// One current-thread runtime per shard, each on its own OS thread. A UDP listener socket, the
+/// relay sockets of the allocations it creates and the stream connections handed to it all live
+/// on one thread: no cross-thread wake-ups on the data path.
+struct Shards {
+    handles: Vec<tokio::runtime::Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Shards {
+    fn start(n: usize, stop: &CancellationToken) -> Result<Self, TurnError> {
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(waypost_net::NetError::from)?;
+            handles.push(rt.handle().clone());
+            let stop = stop.clone();
+            let t = std::thread::Builder::new()
+                .name("turn-shard".into())
+                .spawn(move || {
+                    rt.block_on(stop.cancelled());
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                })
+                .map_err(waypost_net::NetError::from)?;
+            threads.push(t);
+        }
+        Ok(Self {
+            handles,
+            threads,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn handle(&self, i: usize) -> &tokio::runtime::Handle {
+        &self.handles[i % self.handles.len()]
+    }
+
+    fn next(&self) -> &tokio::runtime::Handle {
+        self.handle(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 async fn accept_loop(
     server: Arc<server::Server>,
     l: tokio::net::TcpListener,
     tls: Option<ReloadableTls>,
+    shards: Arc<Shards>,
 ) {
     let stop = server.stop.clone();
     let Ok(local) = l.local_addr() else { return };
@@ -249,27 +313,26 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Hand the connection to a shard: it re-registers there.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
         let server = server.clone();
-        match &tls {
-            None => {
-                tokio::spawn(stream::serve(
-                    server,
-                    stream,
-                    client,
-                    local,
-                    metrics::Transport::Tcp,
-                ));
-            }
-            Some(tls) => {
-                let acceptor = tls.acceptor();
-                tokio::spawn(async move {
+        let tls = tls.as_ref().map(ReloadableTls::acceptor);
+        shards.next().spawn(async move {
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                return;
+            };
+            match tls {
+                None => stream::serve(server, stream, client, local, metrics::Transport::Tcp).await,
+                Some(acceptor) => {
                     let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                         .await;
                     if let Ok(Ok(s)) = hs {
                         stream::serve(server, s, client, local, metrics::Transport::Tls).await;
                     }
-                });
+                }
             }
-        }
+        });
     }
 }

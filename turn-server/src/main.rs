@@ -25,12 +25,12 @@ fn main() {
         exit_config_ok(PROGRAM);
     }
     waypost_net::logging::init(cli.log_level.unwrap_or_default());
-    let threads = settings.shards.max(2);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+    // The control plane (accept loops, admin, expiry) runs here; the data plane runs on one
+    // current-thread runtime per shard (see `run`).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
+        .build();
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{PROGRAM}: cannot start the runtime: {}", e.kind());

@@ -43,6 +43,15 @@ pub(crate) struct FiveTuple {
     pub transport: Transport,
 }
 
+/// Sends a datagram right away on a non-blocking socket. Unlike `UdpSocket::try_send_to`, this
+/// does not wait for the reactor to have seen the socket writable once (a fresh relay socket on
+/// a busy current-thread shard may not have been polled yet). Returns whether it was sent.
+pub(crate) fn udp_send(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> bool {
+    socket2::SockRef::from(sock)
+        .send_to(data, &to.into())
+        .is_ok()
+}
+
 /// How to reach a client.
 #[derive(Clone)]
 pub(crate) enum Sink {
@@ -57,7 +66,7 @@ impl Sink {
     pub(crate) fn send(&self, data: &[u8]) {
         match self {
             Self::Udp(sock, to) => {
-                let _ = sock.try_send_to(data, *to);
+                udp_send(sock, data, *to);
             }
             Self::Stream(tx) => {
                 let _ = tx.try_send(Bytes::copy_from_slice(data));
@@ -313,7 +322,7 @@ impl Server {
         if !self.spend(tuple.client.ip(), payload.len()) {
             return;
         }
-        if sock.try_send_to(payload, peer).is_ok() {
+        if udp_send(sock, payload, peer) {
             self.metrics.relayed(Direction::ToPeer, payload.len());
         }
     }
@@ -334,7 +343,7 @@ impl Server {
         {
             return;
         }
-        if sock.try_send_to(data, peer).is_ok() {
+        if udp_send(sock, data, peer) {
             self.metrics.relayed(Direction::ToPeer, data.len());
         }
     }

@@ -51,7 +51,7 @@ pub(crate) async fn serve(server: Arc<Server>, sock: Arc<UdpSocket>, local: Sock
                     server.metrics.refused(Refusal::Malformed);
                     continue;
                 }
-                let _ = sock.try_send_to(&out, from);
+                crate::server::udp_send(&sock, &out, from);
             }
             _ => server.metrics.refused(Refusal::Malformed),
         }
