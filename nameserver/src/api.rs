@@ -141,7 +141,8 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: I
 
 async fn lookup(state: &AppState, seg: &str, field: Option<Field>) -> Resp {
     let m = &state.metrics;
-    let Some(name) = decode_segment(seg).and_then(|n| names::normalize_lookup_name(&n).ok()) else {
+    let policy = state.settings.name_policy;
+    let Some(name) = decode_segment(seg).and_then(|n| policy.lookup_key(&n).ok()) else {
         m.count(Op::Lookup, Outcome::Invalid);
         return get_error(StatusCode::BAD_REQUEST, "invalid name");
     };
@@ -268,7 +269,8 @@ async fn register(state: &AppState, seg: &str, req: Request<Incoming>, peer: IpA
         return post_error(StatusCode::BAD_REQUEST, "no owner");
     };
     // 4. The name exactly as received (percent-decoded, no case folding).
-    let Some(name) = decode_segment(seg).filter(|n| names::is_valid_name(n)) else {
+    let policy = state.settings.name_policy;
+    let Some(name) = decode_segment(seg).filter(|n| policy.check_registration(n).is_ok()) else {
         m.count(Op::Register, Outcome::Invalid);
         return post_error(StatusCode::BAD_REQUEST, "invalid name");
     };

@@ -90,6 +90,9 @@ waypost_net::layered_config! {
         /// Most concurrent client connections; further ones wait in the accept queue.
         #[arg(long, env = "WAYPOST_NS_MAX_CONNECTIONS", value_name = "COUNT")]
         pub max_connections: usize = 4096,
+        /// Name policy: ascii (the reference rule, default) or unicode.
+        #[arg(long, env = "WAYPOST_NS_NAME_POLICY", value_name = "POLICY")]
+        pub name_policy: crate::policy::NamePolicy = crate::policy::NamePolicy::Ascii,
         /// Accept legacy registrations without publickey and signature.
         #[arg(long, env = "WAYPOST_NS_ALLOW_LEGACY", value_name = "BOOL")]
         pub allow_legacy: bool = false,
@@ -161,6 +164,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Which names are accepted.
+    pub name_policy: crate::policy::NamePolicy,
     /// Whether legacy unsigned registrations are accepted.
     pub allow_legacy: bool,
     /// Shutdown grace period.
@@ -338,6 +343,7 @@ impl NameserverConfig {
             header_timeout: ms(self.header_timeout_ms, "header-timeout-ms")?,
             idle_timeout: ms(self.idle_timeout_ms, "idle-timeout-ms")?,
             max_connections: self.max_connections,
+            name_policy: self.name_policy,
             allow_legacy: self.allow_legacy,
             shutdown_grace: ms(self.shutdown_grace_ms, "shutdown-grace-ms")?,
             eth,

@@ -27,6 +27,7 @@ pub mod config;
 #[cfg(feature = "eth")]
 pub mod eth;
 pub mod metrics;
+pub mod policy;
 pub mod ratelimit;
 pub mod store;
 

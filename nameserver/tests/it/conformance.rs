@@ -425,6 +425,68 @@ fn row28_unicode_name_is_400_by_default() {
         .expect(400, json!({"error": "invalid name"}));
 }
 
+#[test]
+fn row28_unicode_mode_checks_the_signature_over_utf8_bytes() {
+    let (a, b) = (key_a(), key_b());
+    let mut settings = Settings::for_tests();
+    settings.name_policy = waypost_nameserver::policy::NamePolicy::Unicode;
+    let s = server_with(settings);
+    // A signature over other bytes (NFD "été") fails.
+    s.post(
+        "/name/%C3%A9t%C3%A9",
+        &body(
+            &id(a),
+            &random_owner(),
+            &sig(a, "e\u{301}te\u{301}"),
+            &pk(a),
+        ),
+    )
+    .expect(
+        401,
+        json!({"success": false, "error": "signature verification failed"}),
+    );
+    // Signed over c3 a9 74 c3 a9.
+    s.post(
+        "/name/%C3%A9t%C3%A9",
+        &body(&id(a), &random_owner(), &sig(a, "été"), &pk(a)),
+    )
+    .expect(200, json!({"success": true}));
+    let r = s.get("/name/%C3%A9t%C3%A9");
+    assert_eq!(r.json()["name"], json!("été"));
+    a.public_key()
+        .verify_base64("été".as_bytes(), r.json()["signature"].as_str().unwrap())
+        .unwrap();
+    // Upper case and NFD queries find the stored name.
+    assert_eq!(s.get("/name/%C3%89T%C3%89").json()["name"], json!("été"));
+    assert_eq!(s.get("/name/e%CC%81te%CC%81").json()["name"], json!("été"));
+    // Forms that fold to a taken name cannot be registered; the name itself is taken.
+    s.post(
+        "/name/%C3%89t%C3%A9",
+        &body(&id(b), &random_owner(), &sig(b, "Été"), &pk(b)),
+    )
+    .expect(400, json!({"success": false, "error": "invalid name"}));
+    s.post(
+        "/name/e%CC%81te%CC%81",
+        &body(
+            &id(b),
+            &random_owner(),
+            &sig(b, "e\u{301}te\u{301}"),
+            &pk(b),
+        ),
+    )
+    .expect(400, json!({"success": false, "error": "invalid name"}));
+    s.post("/name/%C3%A9t%C3%A9", &reg(b, "été")).expect(
+        409,
+        json!({"success": false, "error": "name already taken"}),
+    );
+    s.get("/name/a%40b")
+        .expect(400, json!({"error": "invalid name"}));
+    // ASCII names keep working.
+    s.post("/name/bob", &reg(b, "bob"))
+        .expect(200, json!({"success": true}));
+    assert_eq!(s.get("/name/BOB").json()["name"], json!("bob"));
+}
+
 // Beyond the table.
 
 #[test]
