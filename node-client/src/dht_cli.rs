@@ -61,6 +61,9 @@ pub struct Target {
     /// DHT network id.
     #[arg(long, default_value_t = 0)]
     pub network: u32,
+    /// Local IP address to connect to the proxy from.
+    #[arg(long, value_name = "IP")]
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 enum Conn {
@@ -70,7 +73,7 @@ enum Conn {
 
 async fn connect(t: &Target) -> Result<Conn, DhtCliError> {
     if let Some(p) = &t.proxy {
-        return Ok(Conn::Proxy(ProxyClient::new(p)?));
+        return Ok(Conn::Proxy(ProxyClient::with_source(p, t.source_ip)?));
     }
     if t.bootstrap.is_empty() {
         return Err(DhtCliError::Usage(
@@ -230,6 +233,9 @@ pub enum PushCommand {
         /// Stop after this many seconds.
         #[arg(long)]
         timeout: Option<u64>,
+        /// Local IP address to connect to the proxy from.
+        #[arg(long, value_name = "IP")]
+        source_ip: Option<std::net::IpAddr>,
     },
     /// Only run the push receiver (gorush `/api/push` and UnifiedPush), printing what arrives.
     Receive {
@@ -468,8 +474,9 @@ pub async fn run_push(cmd: PushCommand) -> Result<i32, DhtCliError> {
             fetch,
             count,
             timeout,
+            source_ip,
         } => {
-            let client = ProxyClient::new(&proxy)?;
+            let client = ProxyClient::with_source(&proxy, source_ip)?;
             let mut rx = PushReceiver::start(listen).await?;
             let sid = session_id();
             let mut path = [0u8; 8];

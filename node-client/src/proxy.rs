@@ -81,8 +81,17 @@ pub struct ProxyClient {
 impl ProxyClient {
     /// A client for the proxy at `url` (`http(s)://host[:port]` or `host[:port]`).
     pub fn new(url: &str) -> Result<Self, ProxyClientError> {
+        Self::with_source(url, None)
+    }
+
+    /// Like [`Self::new`], connecting from a given local IP address.
+    pub fn with_source(
+        url: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Self, ProxyClientError> {
         let base = canonical_base(url)?;
         let http = reqwest::Client::builder()
+            .local_address(source)
             .user_agent("RESTinio client")
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()

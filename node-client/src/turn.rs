@@ -115,6 +115,30 @@ pub struct ServerSpec {
     pub tls_name: Option<String>,
     /// TLS trust anchors (PEM); without it the system has no roots and TLS fails.
     pub ca: Option<std::path::PathBuf>,
+    /// Local IP address to connect from (default: chosen by the system).
+    pub source: Option<std::net::IpAddr>,
+}
+
+fn local_bind(spec: &ServerSpec) -> SocketAddr {
+    match spec.source {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if spec.addr.is_ipv4() => ([0, 0, 0, 0], 0).into(),
+        None => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+async fn tcp_connect(spec: &ServerSpec) -> Result<TcpStream, TurnClientError> {
+    let sock = if spec.addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if spec.source.is_some() {
+        sock.bind(local_bind(spec))?;
+    }
+    let s = sock.connect(spec.addr).await?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -164,26 +188,19 @@ impl Conn {
     async fn open(spec: &ServerSpec) -> Result<Self, TurnClientError> {
         match spec.transport {
             Transport::Udp => {
-                let bind: SocketAddr = if spec.addr.is_ipv4() {
-                    ([0, 0, 0, 0], 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
-                let s = UdpSocket::bind(bind).await?;
+                let s = UdpSocket::bind(local_bind(spec)).await?;
                 s.connect(spec.addr).await?;
                 Ok(Self::Udp(s))
             }
             Transport::Tcp => {
-                let s = TcpStream::connect(spec.addr).await?;
-                let _ = s.set_nodelay(true);
+                let s = tcp_connect(spec).await?;
                 Ok(Self::Stream {
                     s: Box::new(s),
                     buf: Vec::new(),
                 })
             }
             Transport::Tls => {
-                let s = TcpStream::connect(spec.addr).await?;
-                let _ = s.set_nodelay(true);
+                let s = tcp_connect(spec).await?;
                 let connector = tls_connector(spec.ca.as_deref())?;
                 let name = spec
                     .tls_name

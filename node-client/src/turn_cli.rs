@@ -44,6 +44,9 @@ pub struct TurnServerArgs {
     /// Lifetime of REST-API credentials, seconds.
     #[arg(long, default_value_t = 86_400)]
     pub rest_ttl: u64,
+    /// Local IP address to send from (to the server, and to a peer with --direct).
+    #[arg(long, value_name = "IP")]
+    pub source_ip: Option<IpAddr>,
 }
 
 /// `node-client turn ...`
@@ -129,6 +132,7 @@ async fn open(a: &TurnServerArgs) -> Result<TurnClient, TurnClientError> {
             transport: a.transport,
             tls_name: a.tls_name.clone(),
             ca: a.ca.clone(),
+            source: a.source_ip,
         },
         creds,
     )
@@ -249,7 +253,15 @@ pub async fn run(cmd: TurnCommand) -> Result<i32, TurnClientError> {
             let mut prog = output::bytes_progress("sent");
             match (tcp, direct) {
                 (true, true) => {
-                    let mut s = tokio::net::TcpStream::connect(peer).await?;
+                    let sock = if peer.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    if let Some(ip) = server.source_ip {
+                        sock.bind(SocketAddr::new(ip, 0))?;
+                    }
+                    let mut s = sock.connect(peer).await?;
                     tokio::time::timeout(deadline, transfer::send_stream(&mut s, &data, &mut prog))
                         .await
                         .map_err(|_| TurnClientError::Timeout)??;
@@ -270,10 +282,10 @@ pub async fn run(cmd: TurnCommand) -> Result<i32, TurnClientError> {
                     let _ = c.refresh(0).await;
                 }
                 (false, true) => {
-                    let bind: SocketAddr = if peer.is_ipv4() {
-                        ([0, 0, 0, 0], 0).into()
-                    } else {
-                        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                    let bind: SocketAddr = match server.source_ip {
+                        Some(ip) => SocketAddr::new(ip, 0),
+                        None if peer.is_ipv4() => ([0, 0, 0, 0], 0).into(),
+                        None => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
                     };
                     let sock = tokio::net::UdpSocket::bind(bind).await?;
                     let mut pipe = Pipe::Plain {
