@@ -133,6 +133,21 @@ if [ ${#PIDS[@]} -eq 0 ]; then
   exit 1
 fi
 
+# The proxy is useful once its DHT node has joined the bootstrap node (GET / shows good nodes).
+proxy_connected() {
+  local reply
+  reply=$( (exec 3<>"/dev/tcp/$HOST/$PROXY_PORT" &&
+    printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' "$HOST" >&3 && timeout 2 cat <&3) 2>/dev/null)
+  [[ "$reply" =~ \"good\":[1-9] ]]
+}
+if running dht-proxy && running dht-node; then
+  for n in $(seq 1 150); do
+    proxy_connected && break
+    [ "$n" = 150 ] && echo "  dht-proxy: its DHT node has not joined the bootstrap node yet"
+    sleep 0.1
+  done
+fi
+
 NC="$BIN/node-client"
 echo
 echo "Endpoints:"

@@ -476,6 +476,38 @@ fn interop_jami_accounts_and_trust_request_on_our_dht_node() {
     });
     canary.plant("conversation ID", &conv);
     lab.log(&format!("trust request delivered in {took:?}"));
+    // Our node took part: it knows the accounts' nodes, stores their values (certificates, device
+    // announcements, the trust request in A's inbox) and dropped nothing jamid sent.
+    // The node's gauges may be sampled rather than live: poll for a while.
+    let end = Instant::now() + Duration::from_secs(15);
+    let (dht, stored, nodes) = loop {
+        let dht = lab.metrics(harness::ADMIN_DHT);
+        let stored = harness::metric_sum(&dht, "dht_stored_values", &[]);
+        let nodes = harness::metric_sum(&dht, "dht_nodes", &["state=\"good\""])
+            + harness::metric_sum(&dht, "dht_nodes", &["state=\"dubious\""]);
+        if (stored >= 5.0 && nodes >= 2.0) || Instant::now() > end {
+            break (dht, stored, nodes);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let dropped = harness::metric_sum(&dht, "dht_dropped_datagrams_total", &[]);
+    lab.log(&format!(
+        "our dht-node: {stored} values stored, {nodes} live nodes, {dropped} datagrams dropped"
+    ));
+    // Each account puts its device certificate and its device announcement, and B puts the trust
+    // request into A's inbox; with three nodes in the network every value lands on ours too.
+    assert!(
+        stored >= 5.0,
+        "our DHT node stores {stored} values, expected both certificates, both announcements and the trust request:\n{dht}"
+    );
+    assert!(
+        nodes >= 2.0,
+        "our DHT node does not know both accounts' nodes:\n{dht}"
+    );
+    assert_eq!(
+        dropped, 0.0,
+        "our DHT node dropped datagrams from jamid:\n{dht}"
+    );
     lab.stop_jamid();
     let pages = vec![
         (
