@@ -14,6 +14,7 @@ use serde_json::{Value as Json, json};
 use sha1::Digest as _;
 
 use crate::backend::{FamilyStatus, NodeStatus};
+use crate::feed::{FeedEvent, FeedItem};
 use crate::metrics::{Reason, Route};
 use crate::proxy::{PermOutcome, Proxy, Refusal, SubscribeOutcome, random_id};
 use crate::push::{PushPlatform, now_ms};
@@ -24,7 +25,6 @@ const ERR_MISSING: &str = "{\"err\":\"Missing parameters\"}";
 const ERR_JSON: &str = "{\"err:\":\"Incorrect JSON\"}";
 const ERR_NO_TOKEN: &str = "{\"err\":\"No token\"}";
 const ERR_PUT: &str = "{\"err\":\"Put failed\"}";
-const ERR_INTERNAL: &str = "{\"err\":\"Internal server error\"}";
 const ERR_TOO_LARGE: &str = "{\"err\":\"Request too large\"}";
 const ERR_PER_IP: &str = "{\"err\":\"Too many requests from this address\"}";
 const ERR_BUSY: &str = "{\"err\":\"Server busy\"}";
@@ -306,39 +306,80 @@ async fn listen(
         Ok(s) => s,
         Err(r) => return refusal(&p, r),
     };
-    let Some(listen) = p.backend().listen(key).await else {
-        return json_response(StatusCode::INTERNAL_SERVER_ERROR, ERR_INTERNAL);
-    };
+    let sub = p.inner.hub.subscribe(key, p.backend());
     struct St {
-        listen: crate::backend::Listen,
-        sent: HashMap<u64, Value>,
+        proxy: Proxy,
+        key: Key,
+        rx: tokio::sync::broadcast::Receiver<std::sync::Arc<FeedEvent>>,
+        sent: HashMap<u64, FeedItem>,
         queue: std::collections::VecDeque<Bytes>,
+        guard: crate::feed::FeedGuard,
         _slot: crate::proxy::StreamSlot,
     }
-    let st = St {
-        listen,
+    impl St {
+        fn offer(&mut self, it: &FeedItem) {
+            if self.sent.get(&it.id).is_none_or(|old| old.line != it.line) {
+                self.queue.push_back(it.line.clone());
+                self.sent.insert(it.id, it.clone());
+            }
+        }
+        fn expire(&mut self, id: u64) {
+            if let Some(old) = self.sent.remove(&id) {
+                self.queue.push_back(old.expired_line);
+            }
+        }
+    }
+    let mut st = St {
+        proxy: p,
+        key,
+        rx: sub.rx,
         sent: HashMap::new(),
         queue: Default::default(),
+        guard: sub.guard,
         _slot: slot,
     };
+    for it in &sub.snapshot {
+        st.offer(it);
+    }
     let s = futures_util::stream::unfold(st, |mut st| async move {
+        use tokio::sync::broadcast::error::RecvError;
         loop {
             if let Some(b) = st.queue.pop_front() {
                 return Some((Ok::<_, std::convert::Infallible>(b), st));
             }
-            let ev = st.listen.events.recv().await?;
-            for v in ev.values {
-                if !v.is_acceptable() {
-                    continue;
-                }
-                if ev.expired {
-                    if st.sent.remove(&v.id).is_some() {
-                        st.queue.push_back(Bytes::from(v.to_json_line(true)));
+            match st.rx.recv().await {
+                Ok(ev) => {
+                    for it in &ev.items {
+                        if ev.expired {
+                            st.expire(it.id)
+                        } else {
+                            st.offer(it)
+                        }
                     }
-                } else if st.sent.get(&v.id) != Some(&v) {
-                    st.queue.push_back(Bytes::from(v.to_json_line(false)));
-                    st.sent.insert(v.id, v);
                 }
+                Err(RecvError::Lagged(_)) => {
+                    // Fell behind: resynchronise from the key's current values.
+                    let snap = st
+                        .proxy
+                        .inner
+                        .hub
+                        .snapshot(&st.key, st.guard.generation())
+                        .unwrap_or_default();
+                    let live: std::collections::HashSet<u64> = snap.iter().map(|i| i.id).collect();
+                    let gone: Vec<u64> = st
+                        .sent
+                        .keys()
+                        .copied()
+                        .filter(|id| !live.contains(id))
+                        .collect();
+                    for id in gone {
+                        st.expire(id);
+                    }
+                    for it in &snap {
+                        st.offer(it);
+                    }
+                }
+                Err(RecvError::Closed) => return None,
             }
         }
     });

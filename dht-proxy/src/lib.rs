@@ -12,6 +12,7 @@ pub mod backend;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod node;

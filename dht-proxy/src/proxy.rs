@@ -128,6 +128,7 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     streams: StreamCounter,
     pub(crate) started_s: u64,
+    pub(crate) hub: Arc<crate::feed::Hub>,
     requests: AtomicU64,
     rate: Mutex<(Instant, u64, f64)>,
 }
@@ -168,6 +169,7 @@ impl Proxy {
             state: Mutex::new(State::default()),
             streams: StreamCounter::default(),
             started_s: now_ms() / 1000,
+            hub: Arc::default(),
             requests: AtomicU64::new(0),
             rate: Mutex::new((Instant::now(), 0, 0.0)),
         });
@@ -216,6 +218,11 @@ impl Proxy {
             *r = (now, total, r.2);
         }
         r.2
+    }
+
+    /// Keys with a shared DHT listen for HTTP listen streams.
+    pub fn feed_count(&self) -> usize {
+        self.inner.hub.len()
     }
 
     /// Open listen streams.

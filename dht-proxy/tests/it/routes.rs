@@ -320,6 +320,55 @@ async fn listen_stream_lines_and_cancel() {
 }
 
 #[tokio::test]
+async fn listen_streams_on_one_key_share_one_dht_listen() {
+    let s = start().await;
+    let key = key_bytes(KEY);
+    s.dht.inject(key, Value::plain(1, 0, b"one".to_vec(), ""));
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut r = send_raw(s.addr, "GET", &format!("/key/{KEY}/listen"), None, "").await;
+        assert_eq!(read_head(&mut r).await.unwrap().0, 200);
+        assert!(
+            String::from_utf8_lossy(&next(&mut r).await).contains("\"id\":\"1\""),
+            "current value first"
+        );
+        streams.push(r);
+    }
+    assert_eq!(
+        s.dht.listener_count(),
+        1,
+        "one DHT listen for three streams"
+    );
+    assert_eq!(s.proxy.feed_count(), 1);
+    s.dht.inject(key, Value::plain(2, 0, b"two".to_vec(), ""));
+    for r in &mut streams {
+        assert!(String::from_utf8_lossy(&next(r).await).contains("\"id\":\"2\""));
+    }
+    s.dht.expire(&key, 1);
+    for r in &mut streams {
+        assert!(String::from_utf8_lossy(&next(r).await).contains("\"expired\":true,\"id\":\"1\""));
+    }
+    // A late joiner gets only what is current.
+    let mut late = send_raw(s.addr, "GET", &format!("/key/{KEY}/listen"), None, "").await;
+    read_head(&mut late).await.unwrap();
+    assert!(String::from_utf8_lossy(&next(&mut late).await).contains("\"id\":\"2\""));
+    drop(streams.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        s.dht.listener_count(),
+        1,
+        "still needed by the other streams"
+    );
+    drop(streams);
+    drop(late);
+    assert!(
+        eventually(Duration::from_secs(5), || s.dht.listener_count() == 0
+            && s.proxy.feed_count() == 0)
+        .await
+    );
+}
+
+#[tokio::test]
 async fn options_cors_and_not_implemented() {
     let s = start().await;
     for path in [

@@ -1,0 +1,205 @@
+//! Shared DHT listens for HTTP listen streams: one DHT listen per key, whatever the number of
+//! streams on it. Values are verified and rendered to JSON lines once, then fanned out to every
+//! stream through a broadcast channel; a new stream starts from the key's current values.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+use crate::backend::DhtBackend;
+use crate::value::{Key, Value};
+
+/// Events buffered per key before a slow stream has to resynchronise.
+const FEED_CAPACITY: usize = 256;
+
+/// One value, rendered.
+#[derive(Clone)]
+pub struct FeedItem {
+    /// Value id.
+    pub id: u64,
+    /// JSON line of the value.
+    pub line: Bytes,
+    /// JSON line of its expiry (`"expired":true`).
+    pub expired_line: Bytes,
+}
+
+/// One DHT listen callback, rendered.
+pub struct FeedEvent {
+    /// Values concerned.
+    pub items: Vec<FeedItem>,
+    /// Whether they expired.
+    pub expired: bool,
+}
+
+struct Feed {
+    generation: u64,
+    tx: broadcast::Sender<Arc<FeedEvent>>,
+    current: HashMap<u64, FeedItem>,
+    streams: usize,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Default)]
+struct Feeds {
+    by_key: HashMap<Key, Feed>,
+    next_gen: u64,
+}
+
+/// The per-key feeds.
+#[derive(Default)]
+pub struct Hub {
+    feeds: Mutex<Feeds>,
+}
+
+/// Held by a stream: the feed is dropped (and its DHT listen cancelled) with its last stream.
+pub struct FeedGuard {
+    hub: Weak<Hub>,
+    key: Key,
+    generation: u64,
+}
+
+impl Drop for FeedGuard {
+    fn drop(&mut self) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let mut f = hub.feeds.lock();
+        let remove = match f.by_key.get_mut(&self.key) {
+            Some(feed) if feed.generation == self.generation => {
+                feed.streams -= 1;
+                feed.streams == 0
+            }
+            _ => false,
+        };
+        if remove {
+            f.by_key.remove(&self.key);
+        }
+    }
+}
+
+/// A stream's view of a feed.
+pub struct Subscription {
+    /// The key's current values.
+    pub snapshot: Vec<FeedItem>,
+    /// Later events.
+    pub rx: broadcast::Receiver<Arc<FeedEvent>>,
+    /// Keeps the feed alive.
+    pub guard: FeedGuard,
+}
+
+fn render(v: &Value) -> FeedItem {
+    FeedItem {
+        id: v.id,
+        line: Bytes::from(v.to_json_line(false)),
+        expired_line: Bytes::from(v.to_json_line(true)),
+    }
+}
+
+impl Hub {
+    /// Number of keys with a running feed.
+    pub fn len(&self) -> usize {
+        self.feeds.lock().by_key.len()
+    }
+
+    /// Whether no feed runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Subscribes to `key`, starting its DHT listen if this is the first stream.
+    pub fn subscribe(self: &Arc<Self>, key: Key, backend: &Arc<dyn DhtBackend>) -> Subscription {
+        let mut f = self.feeds.lock();
+        let Feeds { by_key, next_gen } = &mut *f;
+        let feed = by_key.entry(key).or_insert_with(|| {
+            *next_gen += 1;
+            let generation = *next_gen;
+            let (tx, _) = broadcast::channel(FEED_CAPACITY);
+            let task = tokio::spawn(run_feed(
+                Arc::downgrade(self),
+                key,
+                generation,
+                backend.clone(),
+            ));
+            Feed {
+                generation,
+                tx,
+                current: HashMap::new(),
+                streams: 0,
+                task,
+            }
+        });
+        feed.streams += 1;
+        Subscription {
+            snapshot: feed.current.values().cloned().collect(),
+            rx: feed.tx.subscribe(),
+            guard: FeedGuard {
+                hub: Arc::downgrade(self),
+                key,
+                generation: feed.generation,
+            },
+        }
+    }
+
+    /// The current values of a key's feed (to resynchronise a stream that fell behind).
+    pub fn snapshot(&self, key: &Key, generation: u64) -> Option<Vec<FeedItem>> {
+        let f = self.feeds.lock();
+        f.by_key
+            .get(key)
+            .filter(|feed| feed.generation == generation)
+            .map(|feed| feed.current.values().cloned().collect())
+    }
+}
+
+impl FeedGuard {
+    /// The feed generation this guard belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+async fn run_feed(hub: Weak<Hub>, key: Key, generation: u64, backend: Arc<dyn DhtBackend>) {
+    let Some(mut listen) = backend.listen(key).await else {
+        return;
+    };
+    while let Some(ev) = listen.events.recv().await {
+        // Signature checks and JSON rendering happen once per value, not once per stream.
+        let items: Vec<FeedItem> = ev
+            .values
+            .iter()
+            .filter(|v| v.is_acceptable())
+            .map(render)
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        let mut f = hub.feeds.lock();
+        let Some(feed) = f
+            .by_key
+            .get_mut(&key)
+            .filter(|feed| feed.generation == generation)
+        else {
+            return;
+        };
+        for it in &items {
+            if ev.expired {
+                feed.current.remove(&it.id);
+            } else {
+                feed.current.insert(it.id, it.clone());
+            }
+        }
+        let _ = feed.tx.send(Arc::new(FeedEvent {
+            items,
+            expired: ev.expired,
+        }));
+    }
+}
