@@ -579,7 +579,21 @@ fn interop_jami_proxy_account_on_our_dht_proxy() {
     });
     canary.plant("conversation ID", &conv);
     lab.log(&format!("trust request C(proxy)→A delivered in {took:?}"));
-    let page = lab.metrics(harness::ADMIN_PROXY);
+    let after = lab.metrics(harness::ADMIN_PROXY);
+    // The encrypted trust request was put through our proxy (a plain put to A's inbox key),
+    // after carol fetched A's device announcement with a GET.
+    let plain_puts = |p: &str| harness::metric_sum(p, "requests_total", &["route=\"put\""]);
+    let gets = |p: &str| harness::metric_sum(p, "requests_total", &["route=\"get\""]);
+    assert!(
+        plain_puts(&after) > plain_puts(&page) && gets(&after) > gets(&page),
+        "carol's trust request did not go through our proxy (no get + put):\n{after}"
+    );
+    assert_eq!(
+        harness::metric_sum(&after, "refused_total", &[]),
+        0.0,
+        "our proxy refused a request of the daemon:\n{after}"
+    );
+    let page = after;
     lab.stop_jamid();
     lab.assert_canary(&canary, &[("dht-proxy /metrics".to_owned(), page)]);
 }
