@@ -15,6 +15,7 @@ PACKAGES=(
   jami-daemon dbus python3-dbus python3-gi   # the real Jami client, headless over D-Bus
   iproute2 nftables                # network namespaces and firewall rules for the Jami suite
   wrk                              # HTTP load generator for benchmarks
+  openssl                          # independent RSA cross-check in the name registrar tests
   nodejs npm                       # anvil and solc-js for the Ethereum bridge tests
 )
 missing=()
