@@ -277,7 +277,10 @@ impl Chain {
             return Err(ChainError::ChainId);
         }
         let code = Self::retry(deadline, || {
-            self.within(deadline, self.provider.get_code_at(contract).into_future())
+            self.within(
+                deadline,
+                self.provider.get_code_at(contract).latest().into_future(),
+            )
         })
         .await?;
         if code.is_empty() {
@@ -298,7 +301,8 @@ impl Chain {
             let tx = TransactionRequest::default()
                 .with_to(to)
                 .with_input(input.clone());
-            self.within(deadline, self.provider.call(tx).into_future())
+            // Mined state only: some nodes (anvil) answer from the pending block by default.
+            self.within(deadline, self.provider.call(tx).latest().into_future())
         })
         .await?;
         C::abi_decode_returns(&out).map_err(|_| ChainError::Decode)

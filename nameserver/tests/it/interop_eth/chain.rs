@@ -359,3 +359,93 @@ fn ethereum_config_is_validated_before_binding() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!err.contains("secret-text"), "{err}");
 }
+
+#[test]
+fn short_rpc_outage_is_bridged_by_read_retries() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let opts = AnvilOpts {
+        state: Some(state_dir.path().join("state.json")),
+        ..AnvilOpts::default()
+    };
+    let mut env = ChainEnv::start_with(&opts);
+    let s = start_server(&env, env.settings(Settings::for_tests()));
+    s.post("/name/alice", &reg(key_a(), "alice"))
+        .expect(200, json!({"success": true}));
+
+    let port = env.anvil.port;
+    env.anvil.stop();
+    let restart = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        Anvil::start(&AnvilOpts {
+            port: Some(port),
+            ..opts
+        })
+    });
+    // Uncached lookups during the outage: retried with backoff until the node is back.
+    let t0 = Instant::now();
+    s.get(&format!("/addr/{}", id(key_b())))
+        .expect(404, json!({"error": "address not registered"}));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "the answer came from the restarted node"
+    );
+    env.anvil = restart.join().unwrap();
+    s.get(&format!("/addr/{}", id(key_a())))
+        .expect(200, json!({"name": "alice"}));
+}
+
+#[test]
+fn slow_mining_answers_503_and_a_retry_finds_the_registration() {
+    // Interval mining (2 s blocks) and a receipt wait shorter than a block.
+    let env = ChainEnv::start_with(&AnvilOpts {
+        block_time: Some(2),
+        ..AnvilOpts::default()
+    });
+    let mut base = Settings::for_tests();
+    base.request_timeout = Duration::from_secs(5);
+    let mut settings = env.settings(base);
+    settings.eth.as_mut().unwrap().tx_timeout = Duration::from_millis(300);
+    let s = start_server(&env, settings);
+    let body = reg(key_a(), "alice");
+    // Mined only if the request happens to land right before a block: retry until one is not.
+    let mut unconfirmed = false;
+    for _ in 0..5 {
+        let r = s.post("/name/alice", &body);
+        if r.status == 503 {
+            r.expect(503, server_error_post());
+            unconfirmed = true;
+            break;
+        }
+        assert_eq!(r.status, 200);
+    }
+    assert!(unconfirmed, "a 300 ms wait cannot see every 2 s block");
+    // The transaction was sent: once mined, the same request is acknowledged, and the name is
+    // never reported free meanwhile (pending, then registered).
+    std::thread::sleep(Duration::from_millis(2500));
+    s.post("/name/alice", &body)
+        .expect(200, json!({"success": true}));
+    assert_eq!(
+        s.get("/name/alice").json()["addr"],
+        json!(format!("0x{}", id(key_a())))
+    );
+}
+
+#[test]
+fn confirmations_wait_for_later_blocks() {
+    let env = ChainEnv::start_with(&AnvilOpts {
+        block_time: Some(1),
+        ..AnvilOpts::default()
+    });
+    let mut settings = env.settings(Settings::for_tests());
+    settings.eth.as_mut().unwrap().confirmations = 3;
+    let s = start_server(&env, settings);
+    let t0 = Instant::now();
+    s.post("/name/alice", &reg(key_a(), "alice"))
+        .expect(200, json!({"success": true}));
+    // Mined in the next block, then two more blocks (1 s apart) before the answer.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t0.elapsed()
+    );
+}

@@ -83,6 +83,8 @@ pub(crate) struct AnvilOpts {
     pub(crate) state: Option<PathBuf>,
     /// `--hardfork`; `None` = anvil's default (with EIP-1559).
     pub(crate) hardfork: Option<&'static str>,
+    /// `--block-time SECONDS` (interval mining); `None` = a block per transaction.
+    pub(crate) block_time: Option<u64>,
 }
 
 impl Default for AnvilOpts {
@@ -91,6 +93,7 @@ impl Default for AnvilOpts {
             port: None,
             state: None,
             hardfork: Some("petersburg"),
+            block_time: None,
         }
     }
 }
@@ -112,6 +115,9 @@ impl Anvil {
             .stderr(Stdio::null());
         if let Some(h) = opts.hardfork {
             cmd.args(["--hardfork", h]);
+        }
+        if let Some(t) = opts.block_time {
+            cmd.args(["--block-time", &t.to_string()]);
         }
         if let Some(s) = &opts.state {
             cmd.arg("--state").arg(s);
