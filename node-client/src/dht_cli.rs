@@ -116,18 +116,18 @@ pub enum DhtCommand {
     Get {
         #[command(flatten)]
         target: Target,
-        /// The key.
+        /// The key: 40 hex digits, or any text hashed with SHA-1 (e.g. `inbox:<Jami ID>`).
         key: String,
     },
     /// Put a value at KEY.
     Put {
         #[command(flatten)]
         target: Target,
-        /// The key.
+        /// The key: 40 hex digits, or any text hashed with SHA-1 (e.g. `inbox:<Jami ID>`).
         key: String,
         #[command(flatten)]
         value: ValueArgs,
-        /// Permanent put (the proxy/node keeps it announced).
+        /// Permanent put: the proxy keeps it announced (a --bootstrap node stops with the command).
         #[arg(long)]
         permanent: bool,
     },
@@ -135,7 +135,7 @@ pub enum DhtCommand {
     Listen {
         #[command(flatten)]
         target: Target,
-        /// The key.
+        /// The key: 40 hex digits, or any text hashed with SHA-1 (e.g. `inbox:<Jami ID>`).
         key: String,
         /// Stop after this many values.
         #[arg(long)]
@@ -155,7 +155,7 @@ pub enum DhtCommand {
         /// DHT proxy URL.
         #[arg(long, env = "WAYPOST_DHT_PROXY")]
         proxy: String,
-        /// The key.
+        /// The key: 40 hex digits, or any text hashed with SHA-1 (e.g. `inbox:<Jami ID>`).
         key: String,
         #[command(flatten)]
         sub: SubArgs,
@@ -168,7 +168,7 @@ pub enum DhtCommand {
         /// DHT proxy URL.
         #[arg(long, env = "WAYPOST_DHT_PROXY")]
         proxy: String,
-        /// The key.
+        /// The key: 40 hex digits, or any text hashed with SHA-1 (e.g. `inbox:<Jami ID>`).
         key: String,
         /// Push token.
         #[arg(long)]
