@@ -593,7 +593,22 @@ fn interop_jami_proxy_account_on_our_dht_proxy() {
         0.0,
         "our proxy refused a request of the daemon:\n{after}"
     );
-    let page = after;
+    // Then the swarm: alice accepts, and messages go both ways with carol's signalling (ICE
+    // offers and answers in the DHT) going through our proxy's listen streams.
+    canary.plant("message", "hello from A proxy");
+    if let Err(e) = accept_and_talk(&mut lab, a, c, &conv, "proxy") {
+        panic!(
+            "{e}\n--- proxy metrics ---\n{}\n--- jamid ---\n{}",
+            lab.metrics_or_empty(harness::ADMIN_PROXY),
+            lab.jamid_log_tail(80)
+        );
+    }
+    let page = lab.metrics(harness::ADMIN_PROXY);
+    assert_eq!(
+        harness::metric_sum(&page, "refused_total", &[]),
+        0.0,
+        "our proxy refused a request of the daemon:\n{page}"
+    );
     lab.stop_jamid();
     lab.assert_canary(&canary, &[("dht-proxy /metrics".to_owned(), page)]);
 }
