@@ -47,6 +47,7 @@ pub(crate) async fn run(node: NodeHandle, shutdown: Shutdown) {
         let cmd = parts.next().unwrap_or("");
         let key = parts.next().map(InfoHash::from_user_key);
         let rest = parts.next().unwrap_or("");
+        let t0 = std::time::Instant::now();
         match (cmd, key) {
             ("q" | "x", _) => return,
             ("ll", _) => {
@@ -66,7 +67,11 @@ pub(crate) async fn run(node: NodeHandle, shutdown: Shutdown) {
                     for v in &vs {
                         println!("Get: found {}", show(v));
                     }
-                    println!("Get: done, {} values", vs.len());
+                    println!(
+                        "Get: done, {} values, took {:.2} ms",
+                        vs.len(),
+                        t0.elapsed().as_secs_f64() * 1000.0
+                    );
                 }
                 Err(e) => println!("Get: {e}"),
             },
