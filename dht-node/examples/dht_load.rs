@@ -60,12 +60,11 @@ fn main() -> anyhow::Result<()> {
             let mut buf = vec![0u8; 65536];
             sock.set_read_timeout(Some(Duration::from_millis(200))).ok();
             while !done.load(Ordering::Relaxed) {
-                if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                    if let Ok(m) = Message::decode(&buf[..n]) {
-                        if matches!(m.body, Body::Reply(ref a) if a.vid.is_some()) {
-                            acks.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                if let Ok((n, _)) = sock.recv_from(&mut buf)
+                    && let Ok(m) = Message::decode(&buf[..n])
+                    && matches!(m.body, Body::Reply(ref a) if a.vid.is_some())
+                {
+                    acks.fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
