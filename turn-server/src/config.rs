@@ -234,6 +234,11 @@ impl TurnConfig {
                 key,
             });
         }
+        if users.is_empty() && self.auth_secret.is_empty() {
+            return Err(invalid(
+                "no credentials: give at least one user or auth-secret",
+            ));
+        }
         if self.auth_secret.iter().any(String::is_empty) {
             return Err(invalid("auth-secret must not be empty"));
         }

@@ -128,7 +128,7 @@ pub(crate) enum Action {
     Reply,
     /// Send `out`, then pipe this stream to the given peer connection (RFC 6062 ConnectionBind)
     /// owned by the allocation of the given 5-tuple.
-    Bind(TcpStream, FiveTuple),
+    Bind(TcpStream, FiveTuple, CancellationToken),
 }
 
 /// Per-source-IP counters in a fixed table, so unauthenticated traffic cannot grow memory.
@@ -999,9 +999,19 @@ impl Server {
         for t in expired {
             self.remove_allocation(&t);
         }
-        self.pending
-            .lock()
-            .retain(|_, p| now.duration_since(p.created) < CONNECTION_BIND_TIMEOUT);
+        let stale: Vec<FiveTuple> = {
+            let mut pending = self.pending.lock();
+            let stale = pending
+                .values()
+                .filter(|p| now.duration_since(p.created) >= CONNECTION_BIND_TIMEOUT)
+                .map(|p| p.owner)
+                .collect();
+            pending.retain(|_, p| now.duration_since(p.created) < CONNECTION_BIND_TIMEOUT);
+            stale
+        };
+        for owner in stale {
+            self.tcp_data_closed(&owner);
+        }
     }
 
     // ----- RFC 6062 -------------------------------------------------------------------------
@@ -1171,8 +1181,13 @@ impl Server {
             Self::authed_error(out, msg, 400, auth);
             return Action::Reply;
         };
+        // The data connection ends with its allocation.
+        let Some(alloc_cancel) = self.allocs.read().get(&owner).map(|a| a.cancel.clone()) else {
+            Self::authed_error(out, msg, 400, auth);
+            return Action::Reply;
+        };
         self.success(out, msg, auth, |_| {});
-        Action::Bind(stream, owner)
+        Action::Bind(stream, owner, alloc_cancel)
     }
 
     /// An RFC 6062 data connection ended.

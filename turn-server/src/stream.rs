@@ -36,13 +36,14 @@ pub(crate) async fn serve<S>(
     let bound = serve_inner(&server, stream, tuple).await;
     server.remove_allocation(&tuple);
     server.metrics.connection(transport, false);
-    if let Some((client_stream, mut peer, owner, leftover)) = bound {
+    if let Some((client_stream, mut peer, owner, leftover, alloc_cancel)) = bound {
         // RFC 6062 data connection: raw bytes both ways until either side closes.
         let mut client_stream = client_stream;
         let stop = server.stop.clone();
         if peer.write_all(&leftover).await.is_ok() {
             tokio::select! {
                 () = stop.cancelled() => {}
+                () = alloc_cancel.cancelled() => {}
                 _ = tokio::io::copy_bidirectional(&mut client_stream, &mut peer) => {}
             }
         }
@@ -50,7 +51,13 @@ pub(crate) async fn serve<S>(
     }
 }
 
-type Bound<S> = (S, tokio::net::TcpStream, FiveTuple, Vec<u8>);
+type Bound<S> = (
+    S,
+    tokio::net::TcpStream,
+    FiveTuple,
+    Vec<u8>,
+    tokio_util::sync::CancellationToken,
+);
 
 async fn serve_inner<S>(server: &Arc<Server>, stream: S, tuple: FiveTuple) -> Option<Bound<S>>
 where
@@ -113,10 +120,10 @@ where
                     if !out.is_empty() && wr.write_all(&out).await.is_err() {
                         return None;
                     }
-                    if let Action::Bind(peer, owner) = action {
+                    if let Action::Bind(peer, owner, alloc_cancel) = action {
                         let leftover = buf[pos..].to_vec();
                         let _ = wr.flush().await;
-                        return Some((rd.unsplit(wr), peer, owner, leftover));
+                        return Some((rd.unsplit(wr), peer, owner, leftover, alloc_cancel));
                     }
                 }
                 buf.drain(..pos);

@@ -1,17 +1,29 @@
-//! The UDP listener shards.
+//! The UDP listener shards: batched receive (`recvmmsg` and GRO through quinn-udp).
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSockRef, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use waypost_protocol::stun::{Class, Message, channel};
 
 use crate::metrics::{Refusal, Transport};
 use crate::server::{FiveTuple, Server, Sink};
 
+/// Receive buffer per batch slot: one datagram, or a GRO train of them.
+const SLOT: usize = 65536;
+
 /// Serves one SO_REUSEPORT socket until the server stops.
 pub(crate) async fn serve(server: Arc<Server>, sock: Arc<UdpSocket>, local: SocketAddr) {
-    let mut buf = vec![0u8; 65536];
+    let Ok(state) = UdpSocketState::new(UdpSockRef::from(&*sock)) else {
+        tracing::error!("udp listener setup failed");
+        return;
+    };
+    let mut storage = vec![0u8; SLOT * BATCH_SIZE];
+    let mut slices: Vec<IoSliceMut<'_>> = storage.chunks_mut(SLOT).map(IoSliceMut::new).collect();
+    let mut metas = [RecvMeta::default(); BATCH_SIZE];
     let mut out = Vec::with_capacity(1500);
     let stop = server.stop.clone();
     let stopped = stop.cancelled();
@@ -20,40 +32,59 @@ pub(crate) async fn serve(server: Arc<Server>, sock: Arc<UdpSocket>, local: Sock
         let r = tokio::select! {
             biased;
             () = &mut stopped => return,
-            r = sock.recv_from(&mut buf) => r,
+            r = sock.async_io(Interest::READABLE, || {
+                state.recv(UdpSockRef::from(&*sock), &mut slices, &mut metas)
+            }) => r,
         };
-        let Ok((n, from)) = r else { continue };
-        let data = &buf[..n];
-        let tuple = FiveTuple {
-            client: from,
-            local,
-            transport: Transport::Udp,
-        };
-        match data.first().map(|b| b >> 6) {
-            Some(1) => match channel::parse(data) {
-                Some((ch, payload)) => server.client_channel_data(&tuple, ch, payload),
-                None => server.metrics.refused(Refusal::Malformed),
-            },
-            Some(0) => {
-                let Ok(msg) = Message::parse(data) else {
-                    server.metrics.refused(Refusal::Malformed);
-                    continue;
-                };
-                out.clear();
-                let sink = Sink::Udp(sock.clone(), from);
-                server.handle_stun(&msg, tuple, &sink, &mut out);
-                if out.is_empty() {
-                    continue;
-                }
-                // No amplification: an error answer is never larger than the request. Only
-                // Binding and authenticated successes may be larger.
-                if out.len() > n && Message::parse(&out).is_ok_and(|m| m.class() == Class::Error) {
-                    server.metrics.refused(Refusal::Malformed);
-                    continue;
-                }
-                crate::server::udp_send(&sock, &out, from);
+        let Ok(n) = r else { continue };
+        for (slot, meta) in slices.iter().zip(metas.iter()).take(n) {
+            let stride = meta.stride.max(1);
+            for data in slot[..meta.len.min(SLOT)].chunks(stride) {
+                handle(&server, &sock, local, meta.addr, data, &mut out);
             }
-            _ => server.metrics.refused(Refusal::Malformed),
         }
+    }
+}
+
+fn handle(
+    server: &Arc<Server>,
+    sock: &Arc<UdpSocket>,
+    local: SocketAddr,
+    from: SocketAddr,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let tuple = FiveTuple {
+        client: from,
+        local,
+        transport: Transport::Udp,
+    };
+    match data.first().map(|b| b >> 6) {
+        Some(1) => match channel::parse(data) {
+            Some((ch, payload)) => server.client_channel_data(&tuple, ch, payload),
+            None => server.metrics.refused(Refusal::Malformed),
+        },
+        Some(0) => {
+            let Ok(msg) = Message::parse(data) else {
+                server.metrics.refused(Refusal::Malformed);
+                return;
+            };
+            out.clear();
+            let sink = Sink::Udp(sock.clone(), from);
+            server.handle_stun(&msg, tuple, &sink, out);
+            if out.is_empty() {
+                return;
+            }
+            // No amplification: an error answer is never larger than the request. Only
+            // Binding and authenticated successes may be larger.
+            if out.len() > data.len()
+                && Message::parse(out).is_ok_and(|m| m.class() == Class::Error)
+            {
+                server.metrics.refused(Refusal::Malformed);
+                return;
+            }
+            crate::server::udp_send(sock, out, from);
+        }
+        _ => server.metrics.refused(Refusal::Malformed),
     }
 }

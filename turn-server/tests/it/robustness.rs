@@ -245,3 +245,128 @@ fn invalid_config_exits_64_with_one_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_relay_with_requested_address_family() {
+    let Ok(peer) = UdpSocket::bind("[::1]:0").await else {
+        panic!("IPv6 loopback is required for this test");
+    };
+    let cfg = waypost_turn_server::TurnConfig {
+        relay_ip: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        ..test_config()
+    };
+    let srv = start(cfg, false).await;
+    let mut c = Client::new(srv.addr, "ring", "ring").await;
+    let fam = A::Raw(
+        attr::REQUESTED_ADDRESS_FAMILY,
+        vec![attr::FAMILY_V6, 0, 0, 0],
+    );
+    let resp = c
+        .request(method::ALLOCATE, &[crate::client::transport_udp(), fam])
+        .await;
+    assert_eq!(code(&resp), 0);
+    let m = waypost_protocol::stun::Message::parse(&resp).unwrap();
+    let relayed = m.xor_addr(attr::XOR_RELAYED_ADDRESS).unwrap();
+    assert!(relayed.is_ipv6(), "IPv6 relayed address");
+    // An IPv4 peer on an IPv6 allocation: 443.
+    let v4 = A::Xor(attr::XOR_PEER_ADDRESS, "127.0.0.1:9".parse().unwrap());
+    assert_eq!(
+        code(&c.request(method::CREATE_PERMISSION, &[v4]).await),
+        443
+    );
+    let p = A::Xor(attr::XOR_PEER_ADDRESS, peer.local_addr().unwrap());
+    let ch = A::Raw(attr::CHANNEL_NUMBER, vec![0x40, 0x10, 0, 0]);
+    assert_eq!(code(&c.request(method::CHANNEL_BIND, &[ch, p]).await), 0);
+    let mut frame = channel::header(0x4010, 3).to_vec();
+    frame.extend_from_slice(b"six");
+    c.sock.send_to(&frame, srv.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf))
+        .await
+        .expect("peer got data")
+        .unwrap();
+    assert_eq!((&buf[..n], from), (&b"six"[..], relayed));
+    peer.send_to(b"back", relayed).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), c.sock.recv_from(&mut buf))
+        .await
+        .expect("client got data")
+        .unwrap();
+    assert_eq!(channel::parse(&buf[..n]), Some((0x4010, &b"back"[..])));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_bandwidth_limit_drops_the_excess() {
+    let cfg = waypost_turn_server::TurnConfig {
+        max_bps_per_ip: 2000,
+        ..test_config()
+    };
+    let srv = start(cfg, false).await;
+    let mut c = Client::new(srv.addr, "ring", "ring").await;
+    c.allocate().await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let p = A::Xor(attr::XOR_PEER_ADDRESS, peer.local_addr().unwrap());
+    let ch = A::Raw(attr::CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0]);
+    assert_eq!(code(&c.request(method::CHANNEL_BIND, &[ch, p]).await), 0);
+    let mut frame = channel::header(0x4001, 500).to_vec();
+    frame.extend_from_slice(&[7u8; 500]);
+    for _ in 0..40 {
+        c.sock.send_to(&frame, srv.addr).await.unwrap();
+    }
+    let mut got = 0;
+    let mut buf = [0u8; 600];
+    while tokio::time::timeout(Duration::from_millis(300), peer.recv_from(&mut buf))
+        .await
+        .is_ok()
+    {
+        got += 1;
+    }
+    // 2000 B/s allows 4 packets per second; the burst spans at most two seconds.
+    assert!(
+        (1..=8).contains(&got),
+        "{got} of 40 packets passed a 2000 B/s limit"
+    );
+    srv.stop().await;
+}
+
+#[test]
+fn example_configs_validate() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config");
+    let ok = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+        .args([
+            "--config",
+            &format!("{root}/turn-server.toml"),
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The REST variant needs its secret from the environment.
+    let rest = format!("{root}/turn-server-rest.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+        .args(["--config", &rest, "--check-config"])
+        .env_remove("WAYPOST_TURN_AUTH_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "no credentials at all must be refused"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+        .args(["--config", &rest, "--check-config"])
+        .env("WAYPOST_TURN_AUTH_SECRET", "s1,s2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
