@@ -888,6 +888,15 @@ impl Lab {
         canary.assert_clean(&sources);
     }
 
+    /// The PIDs of every process the lab started (jamid, bus, agent, servers).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.servers.iter().map(|s| s.proc.pid()).collect();
+        v.extend(self.jamid.as_ref().map(Watched::pid));
+        v.extend(self.bus.as_ref().map(Watched::pid));
+        v.extend(self.agent.as_ref().map(|a| a.child.id()));
+        v
+    }
+
     /// The server entry for `label`.
     pub(crate) fn server(&self, label: &str) -> &Server {
         self.servers

@@ -728,3 +728,41 @@ fn interop_jami_messages_turn_only_on_our_turn_server() {
     );
     lab.assert_canary(&canary, &[("turn-server /metrics".to_owned(), after)]);
 }
+
+/// A test that panics leaves nothing behind: every process the lab started is gone (stopped by
+/// PID and reaped) and its namespace is deleted.
+#[test]
+fn interop_jami_harness_cleans_up_after_a_panic() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let failing = std::thread::spawn(move || {
+        let lab = Lab::new(Setup {
+            dht: Impl::Reference,
+            turn: Impl::Off,
+            nameserver: Impl::Off,
+            proxy: Impl::Off,
+        });
+        tx.send((lab.ns.name.clone(), lab.pids())).unwrap();
+        panic!("a deliberate failure inside a running lab");
+    });
+    assert!(
+        failing.join().is_err(),
+        "the lab thread should have panicked"
+    );
+    let (ns, pids) = rx.recv().unwrap();
+    assert!(pids.len() >= 4, "dhtnode, jamid, bus and agent: {pids:?}");
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is still there after the panic"
+        );
+    }
+    let list = std::process::Command::new("/usr/sbin/ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !list.split_whitespace().any(|w| w == ns),
+        "namespace {ns} is still there: {list}"
+    );
+}
