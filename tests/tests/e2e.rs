@@ -200,7 +200,25 @@ impl Drop for DhtNode {
     }
 }
 
+/// `GET /metrics` on an admin listener (plain HTTP/1.0).
+fn metrics(admin: SocketAddr) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(admin).expect("connect to the admin listener");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("response");
+    assert!(
+        out.starts_with(b"HTTP/1.1 200") || out.starts_with(b"HTTP/1.0 200"),
+        "/metrics: {}",
+        String::from_utf8_lossy(&out)
+    );
+    out
+}
+
 struct Suite {
+    admins: Vec<(&'static str, SocketAddr)>,
     dht: Watched,
     proxy: Watched,
     turn: Watched,
@@ -223,9 +241,19 @@ impl Suite {
             free_port(),
         );
         let s = |v: &str| v.to_owned();
+        let admins: Vec<(&'static str, SocketAddr)> =
+            ["dht-node", "dht-proxy", "turn-server", "nameserver"]
+                .into_iter()
+                .map(|n| (n, SocketAddr::from(([127, 0, 0, 1], free_port()))))
+                .collect();
+        let admin = |i: usize| [s("--admin-listen"), admins[i].1.to_string()];
         let dht = server(
             "dht-node",
-            &[s("--bind"), s("127.0.0.1"), s("--port"), p_dht.to_string()],
+            &[
+                &[s("--bind"), s("127.0.0.1"), s("--port"), p_dht.to_string()][..],
+                &admin(0),
+            ]
+            .concat(),
         );
         let dht_addr: SocketAddr = ([127, 0, 0, 1], p_dht).into();
         std::thread::sleep(Duration::from_millis(300));
@@ -240,6 +268,8 @@ impl Suite {
                 dht_addr.to_string(),
                 s("--data-dir"),
                 data.path().join("dht-proxy").display().to_string(),
+                admin(1)[0].clone(),
+                admin(1)[1].clone(),
             ],
         );
         let turn = server(
@@ -254,6 +284,8 @@ impl Suite {
                 s("ring:ring"),
                 s("--user"),
                 format!("{}:{}", canary.username, canary.key),
+                admin(2)[0].clone(),
+                admin(2)[1].clone(),
             ],
         );
         let ns = server(
@@ -263,6 +295,8 @@ impl Suite {
                 format!("127.0.0.1:{p_ns}"),
                 s("--data-dir"),
                 data.path().join("nameserver").display().to_string(),
+                admin(3)[0].clone(),
+                admin(3)[1].clone(),
             ],
         );
         for (name, port) in [
@@ -276,6 +310,7 @@ impl Suite {
             );
         }
         let suite = Self {
+            admins,
             dht,
             proxy,
             turn,
@@ -499,14 +534,17 @@ fn scenario(bob: Bob) {
     assert_eq!(bob_got["sha256"], alice_sent[0]["sha256"], "checksum");
     bob_turn.wait_ok(Duration::from_secs(20));
 
-    // Privacy canary over every server's output and data directory.
+    // Privacy canary over every server's metrics, output and data directory.
+    let mut sources = Vec::new();
+    for (name, addr) in &suite.admins {
+        sources.push(Source::other(&format!("{name} /metrics"), &metrics(*addr)));
+    }
     let mut servers = [
         ("dht-node", suite.dht),
         ("dht-proxy", suite.proxy),
         ("turn-server", suite.turn),
         ("nameserver", suite.ns),
     ];
-    let mut sources = Vec::new();
     for (name, p) in &mut servers {
         let code = p.terminate(Duration::from_secs(15));
         assert!(code.is_some(), "{name} did not stop on SIGTERM");
