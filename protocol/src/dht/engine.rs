@@ -775,6 +775,29 @@ impl Dht {
         if sizes.is_empty() || sizes.len() > 64 {
             return;
         }
+        // Memory bound: ≤ 4 MiB declared per message, ≤ 32 MiB over all reassemblies.
+        let total: usize = sizes.iter().sum();
+        if total > 4 * 1024 * 1024 {
+            return;
+        }
+        while !self.partials.is_empty()
+            && self
+                .partials
+                .values()
+                .map(|p| p.sizes.iter().sum::<usize>())
+                .sum::<usize>()
+                + total
+                > 32 * 1024 * 1024
+        {
+            if let Some(k) = self
+                .partials
+                .iter()
+                .min_by_key(|(_, p)| p.start)
+                .map(|(k, _)| *k)
+            {
+                self.partials.remove(&k);
+            }
+        }
         if self.partials.len() >= MAX_PARTIALS {
             // Drop the oldest.
             if let Some(k) = self

@@ -137,6 +137,7 @@ pub struct Storage {
     total_values: usize,
     per_source: HashMap<Option<IpAddr>, usize>,
     next_expiry: Option<Instant>,
+    next_listener_sweep: Option<Instant>,
 }
 
 impl Storage {
@@ -149,6 +150,7 @@ impl Storage {
             total_values: 0,
             per_source: HashMap::new(),
             next_expiry: None,
+            next_listener_sweep: None,
         }
     }
 
@@ -358,12 +360,16 @@ impl Storage {
             }
             self.next_expiry = next;
         }
-        for ks in self.keys.values_mut() {
-            ks.listeners
-                .retain(|_, l| now.saturating_duration_since(l.refreshed) < LISTENER_EXPIRE);
+        // Listener sweep every 30 s (the reference sweeps every 2–6 min).
+        if self.next_listener_sweep.is_none_or(|t| t <= now) {
+            self.next_listener_sweep = Some(now + Duration::from_secs(30));
+            for ks in self.keys.values_mut() {
+                ks.listeners
+                    .retain(|_, l| now.saturating_duration_since(l.refreshed) < LISTENER_EXPIRE);
+            }
+            self.keys
+                .retain(|_, ks| !ks.values.is_empty() || !ks.listeners.is_empty());
         }
-        self.keys
-            .retain(|_, ks| !ks.values.is_empty() || !ks.listeners.is_empty());
         out
     }
 
