@@ -406,3 +406,56 @@ fn permanent_puts_outlive_the_type_expiration_and_plain_puts_do_not() {
         "plain value expired"
     );
 }
+
+#[test]
+fn fragmented_put_is_reassembled_and_oversized_put_gets_no_reply() {
+    let mut r = Raw::new(0);
+    let tok = r.token();
+    let key = InfoHash::get("frag");
+    let send_frag = |r: &mut Raw, v: Value, declared: Option<u64>| -> Vec<Message> {
+        r.tid += 1;
+        let mut a = Args::new(r.id);
+        a.h = Some(key);
+        a.token = Some(tok.clone());
+        a.values = Some(match declared {
+            Some(d) => WireValues::Sizes(vec![d]),
+            None => WireValues::Values(vec![v.clone()]),
+        });
+        let m = Message {
+            tid: r.tid,
+            network: 0,
+            is_client: false,
+            body: Body::Query(QueryKind::Put, a),
+        };
+        let mut out = vec![m.encode(true)];
+        out.extend(super::msg::fragments(r.tid, 0, std::slice::from_ref(&v)));
+        let mut replies = Vec::new();
+        for d in out {
+            r.dht.handle_datagram(r.now, peer(), &d);
+            while let Some(t) = r.dht.poll_transmit() {
+                let m = Message::decode(&t.contents).unwrap();
+                if !matches!(m.body, Body::Query(QueryKind::Ping, _)) {
+                    replies.push(m);
+                }
+            }
+        }
+        replies
+    };
+    let mut v = Value::new(vec![5u8; 3000]);
+    v.id = 3;
+    let rep = send_frag(&mut r, v, None);
+    assert_eq!(
+        reply(&rep).vid,
+        Some(3),
+        "acknowledged after the last fragment"
+    );
+    assert_eq!(r.dht.storage().get(&key, &Query::all())[0].data.len(), 3000);
+    let mut huge = Value::new(vec![6u8; 70_000]);
+    huge.id = 4;
+    let declared = huge.pack().len() as u64;
+    assert!(
+        send_frag(&mut r, huge, Some(declared)).is_empty(),
+        "a 70 000-byte value gets no ack"
+    );
+    assert_eq!(r.dht.storage().value_count(), 1);
+}
