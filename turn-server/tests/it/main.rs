@@ -9,5 +9,6 @@ mod canary;
 mod client;
 mod common;
 mod interop;
+mod rfc6062;
 mod robustness;
 mod security;
