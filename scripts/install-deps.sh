@@ -13,7 +13,7 @@ PACKAGES=(
   dhtnode python3-opendht          # OpenDHT 2.4.12 reference node/proxy and Python bindings
   coturn                           # turnserver (benchmark anchor), turnutils_uclient/_peer/_stunclient
   jami-daemon dbus python3-dbus python3-gi   # the real Jami client, headless over D-Bus
-  iproute2 nftables                # network namespaces and firewall rules for the Jami suite
+  iproute2 nftables procps         # network namespaces, firewall rules, sysctl and kill
   wrk                              # HTTP load generator for benchmarks
   openssl                          # independent RSA cross-check in the name registrar tests
   nodejs npm                       # anvil and solc-js for the Ethereum bridge tests
