@@ -71,7 +71,10 @@ async fn no_identifier_reaches_logs_or_metrics_under_traffic() {
         }
     }
     let token = token.unwrap_or_else(|| {
-        panic!("find reply with token; server said: {}", String::from_utf8_lossy(&server.stderr()))
+        panic!(
+            "find reply with token; server said: {}",
+            String::from_utf8_lossy(&server.stderr())
+        )
     });
     // Puts: small value carrying the planted strings, a fragmented one, a bad token, id 0.
     let mut small =

@@ -225,3 +225,43 @@ async fn ten_thousand_garbage_datagrams_do_not_stop_the_node() {
         .unwrap();
     assert!(out.stored, "still working with dhtnode");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_of_a_dhtnode_identity_passes_our_type_8_policy() {
+    let r = start_ours(0, vec![], 0);
+    let e = RefNode::spawn(&["-i", "-b", &r.addr.to_string()]);
+    let key_id = e
+        .output()
+        .split("Public key ID ")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(InfoHash::from_hex)
+        .expect("dhtnode -i prints its key id");
+    // SecureDht nodes put their certificate (type 8, id 1) at their key id on connect; our node is
+    // the only other node, so it must be in our own storage.
+    let mut p = Raw::new(r.addr).await;
+    let mut sizes = None;
+    for _ in 0..40 {
+        if let Some(Message {
+            body: Body::Reply(a),
+            ..
+        }) = p.ask(QueryKind::Get, |a| a.h = Some(key_id), 0).await
+            && a.values.is_some()
+        {
+            sizes = a.values;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        matches!(sizes, Some(WireValues::Sizes(ref s)) if !s.is_empty()),
+        "our storage holds the certificate (sent fragmented): {sizes:?}"
+    );
+    let vals = r.node.get_all(key_id, Query::all()).await.unwrap();
+    let cert = vals.iter().find(|v| v.vtype == 8).expect("type-8 value");
+    assert_eq!(cert.id, 1);
+    assert_eq!(
+        waypost_protocol::dht::storage::certificate_key_id(&cert.data),
+        Some(key_id)
+    );
+}
