@@ -50,9 +50,13 @@ impl<K: Eq + Hash + Clone, V> Bounded<K, V> {
         }
     }
 
-    pub(crate) fn remove(&mut self, k: &K) {
+    /// Removes `k` (linear in the map size; only used on the rare write paths).
+    pub(crate) fn remove<Q: Eq + Hash + ?Sized>(&mut self, k: &Q)
+    where
+        K: Borrow<Q>,
+    {
         if self.map.remove(k).is_some() {
-            self.order.retain(|o| o != k);
+            self.order.retain(|o| o.borrow() != k);
         }
     }
 
@@ -127,6 +131,12 @@ impl LookupCache {
         self.addrs.insert(addr, name);
     }
 
+    /// Drops "not registered" entries the chain has just contradicted.
+    pub(crate) fn forget_absent(&mut self, name: &str, addr: &[u8; 20]) {
+        self.absent_names.remove(name);
+        self.absent_addrs.remove(addr);
+    }
+
     pub(crate) fn put_absent_name(&mut self, name: &str, now: Instant) {
         if !self.negative_ttl.is_zero() {
             self.absent_names
@@ -192,6 +202,11 @@ mod tests {
         );
         assert_eq!(c.name("alice", t0 + Duration::from_secs(3)), Cached::Miss);
         assert_eq!(c.addr(&[1; 20], t0 + Duration::from_secs(3)), Cached::Miss);
+        c.put_absent_name("alice", t0);
+        c.put_absent_addr([1; 20], t0);
+        c.forget_absent("alice", &[1; 20]);
+        assert_eq!(c.name("alice", t0), Cached::Miss);
+        assert_eq!(c.addr(&[1; 20], t0), Cached::Miss);
         c.put_absent_name("alice", t0);
         c.put_record(&rec("alice", 1));
         let later = t0 + Duration::from_secs(1_000_000);

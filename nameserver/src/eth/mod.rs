@@ -705,7 +705,12 @@ impl NameStore for EthStore {
             tracing::warn!(error.kind = "busy", "ethereum registration queue full");
             return Err(StoreError::Unavailable);
         };
-        self.rt.block_on(self.claim_async(record, deadline))
+        let outcome = self.rt.block_on(self.claim_async(record, deadline));
+        if let Ok(Claim::AlreadyYours | Claim::NameTaken | Claim::AddrHasName(_)) = &outcome {
+            // The chain has just shown these taken: no cached "not registered" may say otherwise.
+            self.cache.lock().forget_absent(&record.name, &record.addr);
+        }
+        outcome
     }
 }
 
