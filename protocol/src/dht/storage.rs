@@ -260,6 +260,10 @@ impl Storage {
             }
             return (StoreOutcome::Rejected(Reject::Full), vec![]);
         }
+        if ks.values.capacity() == 0 {
+            // Most keys hold one value: do not let the first push reserve four.
+            ks.values.reserve_exact(1);
+        }
         ks.values.push(Stored {
             value: Arc::new(value),
             created,
