@@ -325,3 +325,90 @@ fn push_receive_as_gateway_with_subscribe_and_unsubscribe() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(l[0]["event"], "unsubscribed");
 }
+
+#[test]
+fn push_listen_as_an_android_phone_through_the_gateway() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw: SocketAddr = ([127, 0, 0, 1], port).into();
+    let n = Net::start(Some(gw));
+    let mut phone = Background::start(&[
+        "push",
+        "listen",
+        "--proxy",
+        &n.proxy,
+        "k4",
+        "--platform",
+        "android",
+        "--token",
+        "DEVTOKEN",
+        "--listen",
+        &gw.to_string(),
+        "--client-id",
+        "bob",
+        "--fetch",
+        "--count",
+        "1",
+        "--timeout",
+        "30",
+    ]);
+    assert_eq!(phone.next(Duration::from_secs(10))["event"], "subscribed");
+    // Another session's push for the same token is ignored, like the reference client does.
+    let (code, _, err) = run(&[
+        "dht",
+        "subscribe",
+        "--proxy",
+        &n.proxy,
+        "k5",
+        "--token",
+        "DEVTOKEN",
+        "--client-id",
+        "bob",
+        "--session-id",
+        "other",
+        "--platform",
+        "android",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&[
+        "dht",
+        "put",
+        "--proxy",
+        &n.proxy,
+        "k5",
+        "not for this session",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, err) = run(&["dht", "put", "--proxy", &n.proxy, "k4", "for the phone"]);
+    assert_eq!(code, 0, "{err}");
+    let p = phone.next(Duration::from_secs(20));
+    assert_eq!(p["event"], "push", "{p}");
+    assert_eq!(p["via"], "gorush");
+    assert_eq!(
+        p["priority"], "high",
+        "priority-0 value: high priority push"
+    );
+    let f = phone.next(Duration::from_secs(20));
+    assert_eq!(f["values"][0]["text"], "for the phone", "{f}");
+    assert_eq!(phone.wait(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn human_output_of_a_get() {
+    let n = Net::start(None);
+    let (code, _, err) = run(&["dht", "put", "--proxy", &n.proxy, "k6", "plain words"]);
+    assert_eq!(code, 0, "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_node-client"))
+        .args(["dht", "get", "--proxy", &n.proxy, "k6"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("value "), "{text}");
+    assert!(text.contains("\"text\":\"plain words\""), "{text}");
+    assert!(text.contains("done count=1"), "{text}");
+}

@@ -99,6 +99,29 @@ fn allocate_udp_with_jami_default_credentials() {
     assert!(lines[0]["lifetime"].as_u64().unwrap() > 0);
     assert_eq!(lines[0]["permissions"], 1);
     assert_eq!(lines[1]["event"], "released");
+
+    // Held for a while, with a requested lifetime above the default 600 s (RFC 8656 §7.2: a
+    // shorter one gets the default); human output.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_node-client"))
+        .args([
+            "turn",
+            "allocate",
+            "--server",
+            &server,
+            "--lifetime",
+            "1200",
+            "--hold",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("allocated "), "{text}");
+    assert!(text.contains("lifetime=1200"), "{text}");
+    assert!(text.contains("\nreleased"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("allocating"), "progress on stderr: {err}");
 }
 
 #[test]
