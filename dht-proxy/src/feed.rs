@@ -203,3 +203,87 @@ async fn run_feed(hub: Weak<Hub>, key: Key, generation: u64, backend: Arc<dyn Dh
         }));
     }
 }
+
+/// A listen stream's position in its key's feed: which values it has sent.
+pub struct Cursor {
+    hub: Arc<Hub>,
+    key: Key,
+    rx: broadcast::Receiver<Arc<FeedEvent>>,
+    sent: HashMap<u64, FeedItem>,
+    guard: FeedGuard,
+}
+
+impl Cursor {
+    /// Subscribes to `key` and returns the cursor and the lines of the current values.
+    pub fn open(hub: &Arc<Hub>, key: Key, backend: &Arc<dyn DhtBackend>) -> (Self, Vec<Bytes>) {
+        let sub = hub.subscribe(key, backend);
+        let mut c = Self {
+            hub: hub.clone(),
+            key,
+            rx: sub.rx,
+            sent: HashMap::new(),
+            guard: sub.guard,
+        };
+        let mut out = Vec::new();
+        for it in &sub.snapshot {
+            c.offer(it, &mut out);
+        }
+        (c, out)
+    }
+
+    fn offer(&mut self, it: &FeedItem, out: &mut Vec<Bytes>) {
+        if self.sent.get(&it.id).is_none_or(|old| old.line != it.line) {
+            out.push(it.line.clone());
+            self.sent.insert(it.id, it.clone());
+        }
+    }
+
+    fn expire(&mut self, id: u64, out: &mut Vec<Bytes>) {
+        if let Some(old) = self.sent.remove(&id) {
+            out.push(old.expired_line);
+        }
+    }
+
+    /// The next lines to send (one value each), or `None` when the feed is gone.
+    pub async fn next(&mut self) -> Option<Vec<Bytes>> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let mut out = Vec::new();
+            match self.rx.recv().await {
+                Ok(ev) => {
+                    for it in &ev.items {
+                        if ev.expired {
+                            self.expire(it.id, &mut out);
+                        } else {
+                            self.offer(it, &mut out);
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Fell behind: resynchronise from the key's current values.
+                    let snap = self
+                        .hub
+                        .snapshot(&self.key, self.guard.generation())
+                        .unwrap_or_default();
+                    let live: std::collections::HashSet<u64> = snap.iter().map(|i| i.id).collect();
+                    let gone: Vec<u64> = self
+                        .sent
+                        .keys()
+                        .copied()
+                        .filter(|id| !live.contains(id))
+                        .collect();
+                    for id in gone {
+                        self.expire(id, &mut out);
+                    }
+                    for it in &snap {
+                        self.offer(it, &mut out);
+                    }
+                }
+                Err(RecvError::Closed) => return None,
+            }
+            if !out.is_empty() {
+                return Some(out);
+            }
+        }
+    }
+}

@@ -14,7 +14,6 @@ use serde_json::{Value as Json, json};
 use sha1::Digest as _;
 
 use crate::backend::{FamilyStatus, NodeStatus};
-use crate::feed::{FeedEvent, FeedItem};
 use crate::metrics::{Reason, Route};
 use crate::proxy::{PermOutcome, Proxy, Refusal, SubscribeOutcome, random_id};
 use crate::push::{PushPlatform, now_ms};
@@ -26,8 +25,8 @@ const ERR_JSON: &str = "{\"err:\":\"Incorrect JSON\"}";
 const ERR_NO_TOKEN: &str = "{\"err\":\"No token\"}";
 const ERR_PUT: &str = "{\"err\":\"Put failed\"}";
 const ERR_TOO_LARGE: &str = "{\"err\":\"Request too large\"}";
-const ERR_PER_IP: &str = "{\"err\":\"Too many requests from this address\"}";
-const ERR_BUSY: &str = "{\"err\":\"Server busy\"}";
+pub(crate) const ERR_PER_IP: &str = "{\"err\":\"Too many requests from this address\"}";
+pub(crate) const ERR_BUSY: &str = "{\"err\":\"Server busy\"}";
 
 /// The DHT key of a path segment: its first 40 hex digits, else SHA-1 of the segment.
 pub fn parse_key(seg: &str) -> Key {
@@ -306,83 +305,17 @@ async fn listen(
         Ok(s) => s,
         Err(r) => return refusal(&p, r),
     };
-    let sub = p.inner.hub.subscribe(key, p.backend());
-    struct St {
-        proxy: Proxy,
-        key: Key,
-        rx: tokio::sync::broadcast::Receiver<std::sync::Arc<FeedEvent>>,
-        sent: HashMap<u64, FeedItem>,
-        queue: std::collections::VecDeque<Bytes>,
-        guard: crate::feed::FeedGuard,
-        _slot: crate::proxy::StreamSlot,
-    }
-    impl St {
-        fn offer(&mut self, it: &FeedItem) {
-            if self.sent.get(&it.id).is_none_or(|old| old.line != it.line) {
-                self.queue.push_back(it.line.clone());
-                self.sent.insert(it.id, it.clone());
-            }
-        }
-        fn expire(&mut self, id: u64) {
-            if let Some(old) = self.sent.remove(&id) {
-                self.queue.push_back(old.expired_line);
-            }
-        }
-    }
-    let mut st = St {
-        proxy: p,
-        key,
-        rx: sub.rx,
-        sent: HashMap::new(),
-        queue: Default::default(),
-        guard: sub.guard,
-        _slot: slot,
-    };
-    for it in &sub.snapshot {
-        st.offer(it);
-    }
-    let s = futures_util::stream::unfold(st, |mut st| async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            if let Some(b) = st.queue.pop_front() {
-                return Some((Ok::<_, std::convert::Infallible>(b), st));
-            }
-            match st.rx.recv().await {
-                Ok(ev) => {
-                    for it in &ev.items {
-                        if ev.expired {
-                            st.expire(it.id)
-                        } else {
-                            st.offer(it)
-                        }
-                    }
+    let (cursor, first) = crate::feed::Cursor::open(&p.inner.hub, key, p.backend());
+    let queue: std::collections::VecDeque<Bytes> = first.into();
+    let s =
+        futures_util::stream::unfold((cursor, queue, slot), |(mut c, mut q, slot)| async move {
+            loop {
+                if let Some(b) = q.pop_front() {
+                    return Some((Ok::<_, std::convert::Infallible>(b), (c, q, slot)));
                 }
-                Err(RecvError::Lagged(_)) => {
-                    // Fell behind: resynchronise from the key's current values.
-                    let snap = st
-                        .proxy
-                        .inner
-                        .hub
-                        .snapshot(&st.key, st.guard.generation())
-                        .unwrap_or_default();
-                    let live: std::collections::HashSet<u64> = snap.iter().map(|i| i.id).collect();
-                    let gone: Vec<u64> = st
-                        .sent
-                        .keys()
-                        .copied()
-                        .filter(|id| !live.contains(id))
-                        .collect();
-                    for id in gone {
-                        st.expire(id);
-                    }
-                    for it in &snap {
-                        st.offer(it);
-                    }
-                }
-                Err(RecvError::Closed) => return None,
+                q.extend(c.next().await?);
             }
-        }
-    });
+        });
     json_response(StatusCode::OK, Body::from_stream(s))
 }
 

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod proxy;
 pub mod push;
+pub mod server;
 pub mod store;
 pub mod value;
 pub mod webpush;
@@ -50,21 +51,15 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), ProxyError> {
-    let router = http::router(proxy);
+    let router = http::router(proxy.clone());
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(l) = listeners.http {
-        let app = router
-            .clone()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let sd = shutdown.clone();
-        let l = l.tap_io(|t: &mut TcpStream| {
-            let _ = t.set_nodelay(true);
-        });
-        tasks.spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(async move { sd.cancelled().await })
-                .await;
-        });
+        tasks.spawn(server::serve_plain(
+            l,
+            router.clone(),
+            proxy.clone(),
+            shutdown.clone(),
+        ));
     }
     if let Some((l, tls)) = listeners.tls {
         let local = l.local_addr().map_err(waypost_net::NetError::from)?;
