@@ -164,6 +164,9 @@ impl NodeHandle {
         value: Value,
         permanent: bool,
     ) -> Result<PutOutcome, NodeError> {
+        if value.size() > waypost_protocol::dht::value::MAX_VALUE_SIZE {
+            return Err(NodeError::ValueTooLarge);
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Put {

@@ -74,6 +74,9 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the DHT node has stopped")]
     Stopped,
+    /// The value is larger than 64 KiB (no OpenDHT node would store it).
+    #[error("value too large")]
+    ValueTooLarge,
     /// Socket I/O failed.
     #[error("socket error: {0:?}")]
     Io(std::io::ErrorKind),

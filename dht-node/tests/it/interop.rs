@@ -185,6 +185,14 @@ async fn fragmented_signed_and_encrypted_values_from_dhtnode() {
         "encrypted value retrieved"
     );
 
+    // A value over 64 KiB is refused up front.
+    assert!(matches!(
+        r.node
+            .put(InfoHash::get("huge"), Value::new(vec![0; 70_000]), false)
+            .await,
+        Err(waypost_dht_node::NodeError::ValueTooLarge)
+    ));
+
     // Our 3000-byte value read back by the reference.
     let out = r
         .node
