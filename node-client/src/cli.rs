@@ -22,7 +22,18 @@ pub const EXIT_ERROR: i32 = 3;
 
 /// Waypost reference client.
 #[derive(Debug, Parser)]
-#[command(name = "node-client", version, about)]
+#[command(
+    name = "node-client",
+    version,
+    about,
+    after_help = "Examples (local suite from scripts/start.sh):\n  \
+        node-client name register --server http://127.0.0.1:8081 --identity alice.pem alice\n  \
+        node-client dht put --proxy http://127.0.0.1:8080 hello 'hi there'\n  \
+        node-client dht get --bootstrap 127.0.0.1:4222 --bind 127.0.0.1:0 hello\n  \
+        node-client push listen --proxy http://127.0.0.1:8080 inbox:<jami id> --fetch\n  \
+        node-client turn allocate --server 127.0.0.1:3478 --transport tcp --tcp-relay\n\n\
+        Guide: docs/node-client.md"
+)]
 pub struct Cli {
     /// Print results as JSON (one object per line) instead of human-readable text.
     #[arg(long, global = true)]
@@ -106,45 +117,39 @@ pub enum NameCommand {
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     output::set_json(cli.json);
-    let other = match cli.service {
-        Service::Dht(cmd) => Some(crate::dht_cli::run_dht(cmd).await),
-        Service::Push(cmd) => Some(crate::dht_cli::run_push(cmd).await),
-        Service::Identity(cmd) => Some(crate::dht_cli::run_identity(cmd).await),
-        s => {
-            return run_service(s).await;
+    let result = match cli.service {
+        Service::Name(cmd) => {
+            return match run_name(cmd).await {
+                Ok(code) => code,
+                Err(e) => {
+                    output::error("node-client", &e);
+                    EXIT_ERROR
+                }
+            };
         }
+        Service::Turn(cmd) => {
+            return match crate::turn_cli::run(cmd).await {
+                Ok(code) => code,
+                Err(e) => {
+                    output::error("node-client", &e);
+                    EXIT_ERROR
+                }
+            };
+        }
+        Service::Dht(cmd) => crate::dht_cli::run_dht(cmd).await,
+        Service::Push(cmd) => crate::dht_cli::run_push(cmd).await,
+        Service::Identity(cmd) => crate::dht_cli::run_identity(cmd).await,
     };
-    match other {
-        Some(Ok(code)) => code,
-        Some(Err(crate::dht_cli::DhtCliError::Usage(m))) => {
+    match result {
+        Ok(code) => code,
+        Err(crate::dht_cli::DhtCliError::Usage(m)) => {
             output::error("node-client", &m);
             waypost_net::EX_USAGE
         }
-        Some(Err(e)) => {
+        Err(e) => {
             output::error("node-client", &e);
             EXIT_ERROR
         }
-        None => EXIT_ERROR,
-    }
-}
-
-async fn run_service(service: Service) -> i32 {
-    match service {
-        Service::Dht(_) | Service::Push(_) | Service::Identity(_) => EXIT_ERROR,
-        Service::Turn(cmd) => match crate::turn_cli::run(cmd).await {
-            Ok(code) => code,
-            Err(e) => {
-                output::error("node-client", &e);
-                EXIT_ERROR
-            }
-        },
-        Service::Name(cmd) => match run_name(cmd).await {
-            Ok(code) => code,
-            Err(e) => {
-                output::error("node-client", &e);
-                EXIT_ERROR
-            }
-        },
     }
 }
 
@@ -174,6 +179,9 @@ async fn run_name(cmd: NameCommand) -> Result<i32, crate::name::NameClientError>
                 None => None,
             };
             let client = NameClient::new(&server)?;
+            if !identity.exists() {
+                output::progress("generating the RSA identity (a few seconds for RSA-4096)");
+            }
             let (id, generated) = load_or_generate_identity(&identity, bits)?;
             let outcome = client.register(&id, &name, owner).await?;
             let (status, code) = match &outcome {
