@@ -200,6 +200,7 @@ pub async fn run(cmd: TurnCommand) -> Result<i32, TurnClientError> {
             }));
             let deadline = Duration::from_secs(timeout);
             let mut prog = output::bytes_progress("received");
+            let started: Option<std::time::Instant>;
             let data = if tcp_relay {
                 let end = tokio::time::Instant::now() + deadline;
                 let (peer, id) = loop {
@@ -213,6 +214,7 @@ pub async fn run(cmd: TurnCommand) -> Result<i32, TurnClientError> {
                 };
                 output::progress(&format!("connection attempt from {peer}"));
                 let mut s = c.bind_connection(id).await?;
+                started = Some(std::time::Instant::now());
                 tokio::time::timeout(deadline, transfer::recv_stream(&mut s, bytes, &mut prog))
                     .await
                     .map_err(|_| TurnClientError::Timeout)??
@@ -222,14 +224,28 @@ pub async fn run(cmd: TurnCommand) -> Result<i32, TurnClientError> {
                     peer: None,
                     channel: !no_channel,
                 };
-                transfer::recv_datagrams(&mut pipe, deadline, &mut prog).await?
+                let mut first = None;
+                let mut last = None;
+                let mut prog2 = |done: u64, total: u64| {
+                    let now = std::time::Instant::now();
+                    first.get_or_insert(now);
+                    last = Some(now);
+                    prog(done, total);
+                };
+                let d = transfer::recv_datagrams(&mut pipe, deadline, &mut prog2).await?;
+                // From the first to the last datagram (not the final linger).
+                started = first
+                    .map(|f| std::time::Instant::now() - last.map_or(Duration::ZERO, |l| l - f));
+                d
             };
             let ok = data.len() == bytes;
+            let ms = started.map_or(0, |t| t.elapsed().as_millis());
             output::result(&json!({
                 "event": "received",
                 "bytes": data.len(),
                 "sha256": transfer::sha256_hex(&data),
                 "complete": ok,
+                "duration_ms": ms,
             }));
             let _ = c.refresh(0).await;
             Ok(if ok {
@@ -251,6 +267,7 @@ pub async fn run(cmd: TurnCommand) -> Result<i32, TurnClientError> {
             let data = transfer::payload(bytes, seed);
             let deadline = Duration::from_secs(timeout);
             let mut prog = output::bytes_progress("sent");
+            let started = std::time::Instant::now();
             match (tcp, direct) {
                 (true, true) => {
                     let sock = if peer.is_ipv4() {
@@ -318,6 +335,7 @@ pub async fn run(cmd: TurnCommand) -> Result<i32, TurnClientError> {
                 "event": "sent",
                 "bytes": data.len(),
                 "sha256": transfer::sha256_hex(&data),
+                "duration_ms": started.elapsed().as_millis(),
             }));
             Ok(crate::cli::EXIT_OK)
         }

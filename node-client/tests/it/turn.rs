@@ -196,7 +196,11 @@ fn allocate_tcp_relay_over_tls_with_rest_credentials() {
 }
 
 fn listen_and_send(t: &Turn, listen: &[&str], send: &[&str], bytes: usize) {
-    let server = t.addr.to_string();
+    listen_and_send_to(&t.addr.to_string(), listen, send, bytes);
+}
+
+fn listen_and_send_to(server: &str, listen: &[&str], send: &[&str], bytes: usize) {
+    let server = server.to_owned();
     let n = bytes.to_string();
     let mut args = vec![
         "turn",
@@ -261,4 +265,24 @@ fn rfc6062_connect_to_an_rfc6062_accept() {
         &["--transport", "tcp", "--tcp"],
         500_000,
     );
+}
+
+#[test]
+fn rfc6062_over_tls_on_both_sides() {
+    let t = Turn::start(None, true);
+    let tls = t.tls.unwrap().to_string();
+    let ca = t.ca.as_ref().unwrap().to_str().unwrap().to_owned();
+    let opts = [
+        "--transport",
+        "tls",
+        "--tls-name",
+        "localhost",
+        "--ca",
+        ca.as_str(),
+    ];
+    let mut listen = opts.to_vec();
+    listen.push("--tcp-relay");
+    let mut send = opts.to_vec();
+    send.push("--tcp");
+    listen_and_send_to(&tls, &listen, &send, 400_000);
 }
