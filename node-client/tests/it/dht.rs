@@ -164,6 +164,25 @@ fn proxy_info_put_get_listen() {
     assert_eq!(l[0]["value"]["id"], id.as_str());
     assert_eq!(l[0]["value"]["utype"], "text/plain");
     assert_eq!(l.last().unwrap()["count"], 1);
+
+    // A permanent put, and a not-urgent priority, through the proxy.
+    let (code, l, err) = run(&[
+        "dht",
+        "put",
+        "--proxy",
+        &n.proxy,
+        "k1",
+        "kept",
+        "--permanent",
+        "--prio",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(l[0]["value"]["prio"], 1, "{l:?}");
+    assert!(l[0]["value"].get("permanent").is_none(), "never echoed");
+    let (code, l, _) = run(&["dht", "get", "--proxy", &n.proxy, "k1"]);
+    assert_eq!(code, 0);
+    assert_eq!(l.last().unwrap()["count"], 2);
 }
 
 #[test]
