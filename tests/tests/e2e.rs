@@ -547,7 +547,7 @@ fn scenario(bob: Bob) {
     ];
     for (name, p) in &mut servers {
         let code = p.terminate(Duration::from_secs(15));
-        assert!(code.is_some(), "{name} did not stop on SIGTERM");
+        assert_eq!(code, Some(0), "{name} did not stop cleanly on SIGTERM");
         sources.push(Source::log(&format!("{name} stdout"), &p.stdout()));
         sources.push(Source::log(&format!("{name} stderr"), &p.stderr()));
     }
