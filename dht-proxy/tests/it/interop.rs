@@ -593,3 +593,58 @@ fn http_put_get_listen_against_a_plain_dhtnode() {
         "one JSON object + newline per chunk"
     );
 }
+
+/// 10 000 listen connections that never read (5 000 complete streams, 5 000 stuck half-way
+/// through their request head) leave the proxy serving every other request; closing them
+/// releases everything.
+#[test]
+fn ten_thousand_half_open_listen_streams_leave_the_proxy_serving() {
+    let pb = free_udp_port();
+    let _b = Dhtnode::spawn(&["-p", &pb.to_string()]);
+    let ours = spawn_our_proxy(pb, &["--max-streams-per-ip", "20000"]);
+    assert!(wait_proxy_connected(ours.http, T));
+    let mut held = Vec::with_capacity(10_000);
+    for i in 0..10_000 {
+        let mut s = std::net::TcpStream::connect(ours.http).expect("connect");
+        let req = if i % 2 == 0 {
+            format!("GET /key/k{}/listen HTTP/1.1\r\nHost: x\r\n\r\n", i % 100)
+        } else {
+            format!(
+                "GET /key/k{}/listen HTTP/1.1\r\nHost: x\r\nX-Slow:",
+                i % 100
+            )
+        };
+        s.write_all(req.as_bytes()).unwrap();
+        held.push(s);
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    while stats(ours.http)["listenCount"].as_u64() != Some(5_000) {
+        assert!(
+            Instant::now() < end,
+            "streams not all open: {}",
+            stats(ours.http)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = Instant::now();
+    let (st, _) = blocking_request(ours.http, "GET", "/", b"");
+    assert_eq!(st, 200);
+    let (st, body) = blocking_request(ours.http, "POST", "/key/x", br#"{"data":"eA=="}"#);
+    assert_eq!(st, 200, "{body}");
+    let (st, _) = blocking_request(ours.http, "POST", "/key/x", b"{garbage");
+    assert_eq!(st, 400);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the proxy stayed responsive"
+    );
+    drop(held);
+    let end = Instant::now() + Duration::from_secs(30);
+    while stats(ours.http)["listenCount"].as_u64() != Some(0) {
+        assert!(
+            Instant::now() < end,
+            "streams not released: {}",
+            stats(ours.http)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
