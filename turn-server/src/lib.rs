@@ -171,7 +171,7 @@ pub async fn run(
             let local = sock.local_addr().map_err(waypost_net::NetError::from)?;
             let server = server.clone();
             shards.handle(i).spawn(async move {
-                if let Ok(sock) = tokio::net::UdpSocket::from_std(sock) {
+                if let Ok(sock) = server::register_udp(sock) {
                     udp::serve(server, Arc::new(sock), local).await;
                 }
             });

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use waypost_protocol::stun::auth::{self, NonceCheck, NonceKey, canonical_ip};
@@ -46,17 +46,44 @@ pub(crate) struct FiveTuple {
 /// Sends a datagram right away on a non-blocking socket. Unlike `UdpSocket::try_send_to`, this
 /// does not wait for the reactor to have seen the socket writable once (a fresh relay socket on
 /// a busy current-thread shard may not have been polled yet). Returns whether it was sent.
-pub(crate) fn udp_send(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> bool {
-    socket2::SockRef::from(sock)
+pub(crate) fn udp_send(sock: &Udp, data: &[u8], to: SocketAddr) -> bool {
+    socket2::SockRef::from(sock.get_ref())
         .send_to(data, &to.into())
         .is_ok()
+}
+
+/// A non-blocking UDP socket registered with the current shard's reactor. Readiness is managed
+/// by hand so that a short batch clears it without the extra `EAGAIN` receive call.
+pub(crate) type Udp = tokio::io::unix::AsyncFd<std::net::UdpSocket>;
+
+/// Registers a UDP socket with the current runtime's reactor.
+pub(crate) fn register_udp(sock: std::net::UdpSocket) -> std::io::Result<Udp> {
+    // `AsyncFd::new` is deprecated because a generic `T: AsRawFd` may change or close its fd;
+    // `std::net::UdpSocket` owns its fd for its whole life, which is the condition the safe
+    // replacement (`unsafe fn register`) asks callers to uphold. This crate forbids `unsafe`.
+    #[allow(deprecated)]
+    tokio::io::unix::AsyncFd::new(sock)
+}
+
+/// Datagrams per relay receive batch.
+const RELAY_BATCH: usize = 8;
+/// One relay receive slot: headroom for in-place ChannelData framing, then a datagram (or a GRO
+/// train of datagrams).
+const RELAY_SLOT: usize = HEADROOM + 65536;
+
+thread_local! {
+    /// The relay receive buffer of this shard thread, shared by all its relay tasks: it is only
+    /// borrowed between a readiness wake-up and the end of processing, never across an await.
+    static RELAY_BUF: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0u8; RELAY_BATCH * RELAY_SLOT]);
+    static RELAY_OUT: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(2048));
 }
 
 /// How to reach a client.
 #[derive(Clone)]
 pub(crate) enum Sink {
     /// Through a UDP listener socket.
-    Udp(Arc<UdpSocket>, SocketAddr),
+    Udp(Arc<Udp>, SocketAddr),
     /// Through a stream connection's writer queue.
     Stream(mpsc::Sender<Bytes>),
 }
@@ -81,7 +108,7 @@ impl Sink {
 
 /// The relay side of an allocation.
 pub(crate) enum RelayKind {
-    Udp(Arc<UdpSocket>),
+    Udp(Arc<Udp>, quinn_udp::UdpSocketState),
     Tcp,
 }
 
@@ -308,7 +335,7 @@ impl Server {
     pub(crate) fn client_channel_data(&self, tuple: &FiveTuple, ch: u16, payload: &[u8]) {
         let allocs = self.allocs.read();
         let Some(a) = allocs.get(tuple) else { return };
-        let RelayKind::Udp(sock) = &a.relay else {
+        let RelayKind::Udp(sock, _) = &a.relay else {
             return;
         };
         let now = Instant::now();
@@ -335,7 +362,7 @@ impl Server {
         };
         let allocs = self.allocs.read();
         let Some(a) = allocs.get(tuple) else { return };
-        let RelayKind::Udp(sock) = &a.relay else {
+        let RelayKind::Udp(sock, _) = &a.relay else {
             return;
         };
         if !a.state.lock().permitted(peer.ip(), Instant::now())
@@ -349,57 +376,104 @@ impl Server {
     }
 
     /// The UDP relay loop of one allocation: peer datagrams back to the client.
-    async fn udp_relay(self: Arc<Self>, a: Arc<Allocation>, sock: Arc<UdpSocket>) {
-        let mut buf = vec![0u8; HEADROOM + 65536];
-        let mut out = Vec::with_capacity(2048);
+    async fn udp_relay(self: Arc<Self>, a: Arc<Allocation>) {
+        let RelayKind::Udp(sock, state) = &a.relay else {
+            return;
+        };
         let cancelled = a.cancel.cancelled();
         tokio::pin!(cancelled);
-        let stream = a.sink.is_stream();
         loop {
-            let r = tokio::select! {
+            let mut guard = tokio::select! {
                 biased;
                 () = &mut cancelled => return,
-                r = sock.recv_from(&mut buf[HEADROOM..]) => r,
+                g = sock.readable() => match g { Ok(g) => g, Err(_) => return },
             };
-            let Ok((n, peer)) = r else { continue };
-            let now = Instant::now();
-            let ch = {
-                let st = a.state.lock();
-                if !st.permitted(peer.ip(), now) {
-                    continue;
-                }
-                st.by_peer
-                    .get(&peer)
-                    .copied()
-                    .filter(|c| st.channels.get(c).is_some_and(|&(_, e)| e > now))
-            };
-            if !self.spend(a.tuple.client.ip(), n) {
-                continue;
-            }
-            match ch {
-                Some(ch) => {
-                    buf[HEADROOM - 4..HEADROOM].copy_from_slice(&channel::header(ch, n));
-                    let mut end = HEADROOM + n;
-                    if stream {
-                        let pad = channel::stream_padding(n);
-                        buf[end..end + pad].fill(0);
-                        end += pad;
+            let drained = RELAY_BUF.with_borrow_mut(|store| {
+                let mut metas = [quinn_udp::RecvMeta::default(); RELAY_BATCH];
+                let r = {
+                    let mut it = store.chunks_mut(RELAY_SLOT);
+                    let mut slices: [std::io::IoSliceMut<'_>; RELAY_BATCH] =
+                        std::array::from_fn(|_| {
+                            std::io::IoSliceMut::new(
+                                it.next().map_or(&mut [][..], |c| &mut c[HEADROOM..]),
+                            )
+                        });
+                    state.recv(
+                        quinn_udp::UdpSockRef::from(sock.get_ref()),
+                        &mut slices,
+                        &mut metas,
+                    )
+                };
+                match r {
+                    Ok(n) => {
+                        for (i, meta) in metas.iter().enumerate().take(n) {
+                            let slot = &mut store[i * RELAY_SLOT..(i + 1) * RELAY_SLOT];
+                            let len = meta.len.min(RELAY_SLOT - HEADROOM);
+                            let stride = meta.stride.max(1);
+                            let mut off = 0;
+                            while off < len {
+                                let seg = stride.min(len - off);
+                                self.relay_to_client(
+                                    &a,
+                                    meta.addr,
+                                    &mut slot[off..HEADROOM + off + seg],
+                                );
+                                off += seg;
+                            }
+                        }
+                        n < RELAY_BATCH
                     }
-                    a.sink.send(&buf[HEADROOM - 4..end]);
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
                 }
-                None => {
-                    out.clear();
-                    let mut tid = [0u8; 12];
-                    rand::rng().fill_bytes(&mut tid);
-                    let mut w = MessageWriter::new(&mut out, method::DATA, Class::Indication, &tid);
-                    w.xor_addr(attr::XOR_PEER_ADDRESS, peer)
-                        .attr(attr::DATA, &buf[HEADROOM..HEADROOM + n]);
-                    w.finish();
-                    a.sink.send(&out);
-                }
+            });
+            if drained {
+                guard.clear_ready();
             }
-            self.metrics.relayed(Direction::ToClient, n);
         }
+    }
+
+    /// Relays one peer datagram (`buf[HEADROOM..]`, with `HEADROOM` bytes of scratch in front).
+    fn relay_to_client(&self, a: &Allocation, peer: SocketAddr, buf: &mut [u8]) {
+        let n = buf.len() - HEADROOM;
+        let now = Instant::now();
+        let ch = {
+            let st = a.state.lock();
+            if !st.permitted(peer.ip(), now) {
+                return;
+            }
+            st.by_peer
+                .get(&peer)
+                .copied()
+                .filter(|c| st.channels.get(c).is_some_and(|&(_, e)| e > now))
+        };
+        if !self.spend(a.tuple.client.ip(), n) {
+            return;
+        }
+        match (ch, a.sink.is_stream()) {
+            (Some(ch), false) => {
+                // In place: the header goes into the headroom, no copy.
+                buf[HEADROOM - 4..HEADROOM].copy_from_slice(&channel::header(ch, n));
+                a.sink.send(&buf[HEADROOM - 4..]);
+            }
+            (Some(ch), true) => RELAY_OUT.with_borrow_mut(|out| {
+                out.clear();
+                out.extend_from_slice(&channel::header(ch, n));
+                out.extend_from_slice(&buf[HEADROOM..]);
+                out.resize(out.len() + channel::stream_padding(n), 0);
+                a.sink.send(out);
+            }),
+            (None, _) => RELAY_OUT.with_borrow_mut(|out| {
+                out.clear();
+                let mut tid = [0u8; 12];
+                rand::rng().fill_bytes(&mut tid);
+                let mut w = MessageWriter::new(out, method::DATA, Class::Indication, &tid);
+                w.xor_addr(attr::XOR_PEER_ADDRESS, peer)
+                    .attr(attr::DATA, &buf[HEADROOM..]);
+                w.finish();
+                a.sink.send(out);
+            }),
+        }
+        self.metrics.relayed(Direction::ToClient, n);
     }
 
     // ----- control plane --------------------------------------------------------------------
@@ -737,7 +811,7 @@ impl Server {
         let bound = match relay {
             Relay::Udp => self
                 .bind_udp_relay(relay_ip, even)
-                .map(|(s, a)| (RelayKind::Udp(Arc::new(s)), a, None)),
+                .map(|(k, a)| (k, a, None)),
             Relay::Tcp => self
                 .bind_tcp_relay(relay_ip)
                 .map(|(l, a)| (RelayKind::Tcp, a, Some(l))),
@@ -764,9 +838,8 @@ impl Server {
         self.allocs.write().insert(tuple, a.clone());
         self.metrics.allocation_opened(relay);
         match (&a.relay, listener) {
-            (RelayKind::Udp(sock), _) => {
-                let sock = sock.clone();
-                tokio::spawn(self.clone().udp_relay(a.clone(), sock));
+            (RelayKind::Udp(..), _) => {
+                tokio::spawn(self.clone().udp_relay(a.clone()));
             }
             (RelayKind::Tcp, Some(l)) => {
                 tokio::spawn(self.clone().tcp_relay_accept(a.clone(), l));
@@ -803,14 +876,17 @@ impl Server {
         u16::try_from(p).unwrap_or(lo)
     }
 
-    fn bind_udp_relay(&self, ip: IpAddr, even: bool) -> Option<(UdpSocket, SocketAddr)> {
+    fn bind_udp_relay(&self, ip: IpAddr, even: bool) -> Option<(RelayKind, SocketAddr)> {
         let mut opts = waypost_net::listen::SocketOptions::new("relay");
         opts.buffer = 1024 * 1024;
         for _ in 0..64 {
             let addr = SocketAddr::new(ip, self.next_port(even));
-            if let Ok(sock) = waypost_net::listen::bind_udp(addr, &opts) {
+            if let Ok(sock) = waypost_net::listen::bind_udp_std(addr, &opts) {
                 let local = sock.local_addr().ok()?;
-                return Some((sock, local));
+                let state =
+                    quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&sock)).ok()?;
+                let fd = register_udp(sock).ok()?;
+                return Some((RelayKind::Udp(Arc::new(fd), state), local));
             }
         }
         None
@@ -837,7 +913,7 @@ impl Server {
             self.release_ip(a.ip_key);
             self.pending.lock().retain(|_, p| p.owner != *tuple);
             self.metrics.allocation_closed(match a.relay {
-                RelayKind::Udp(_) => Relay::Udp,
+                RelayKind::Udp(..) => Relay::Udp,
                 RelayKind::Tcp => Relay::Tcp,
             });
         }
@@ -934,7 +1010,7 @@ impl Server {
         let Some(peer) = msg.xor_addr(attr::XOR_PEER_ADDRESS) else {
             return Self::authed_error(out, msg, 400, auth);
         };
-        if !channel::is_channel_number(ch) || !matches!(a.relay, RelayKind::Udp(_)) {
+        if !channel::is_channel_number(ch) || !matches!(a.relay, RelayKind::Udp(..)) {
             return Self::authed_error(out, msg, 400, auth);
         }
         if let Some(code) = self.check_peer(a, peer) {

@@ -5,19 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSockRef, UdpSocketState};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use waypost_protocol::stun::{Class, Message, channel};
 
 use crate::metrics::{Refusal, Transport};
-use crate::server::{FiveTuple, Server, Sink};
+use crate::server::{FiveTuple, Server, Sink, Udp};
 
 /// Receive buffer per batch slot: one datagram, or a GRO train of them.
 const SLOT: usize = 65536;
 
 /// Serves one SO_REUSEPORT socket until the server stops.
-pub(crate) async fn serve(server: Arc<Server>, sock: Arc<UdpSocket>, local: SocketAddr) {
-    let Ok(state) = UdpSocketState::new(UdpSockRef::from(&*sock)) else {
+pub(crate) async fn serve(server: Arc<Server>, sock: Arc<Udp>, local: SocketAddr) {
+    let Ok(state) = UdpSocketState::new(UdpSockRef::from(sock.get_ref())) else {
         tracing::error!("udp listener setup failed");
         return;
     };
@@ -29,14 +27,28 @@ pub(crate) async fn serve(server: Arc<Server>, sock: Arc<UdpSocket>, local: Sock
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
-        let r = tokio::select! {
+        let mut guard = tokio::select! {
             biased;
             () = &mut stopped => return,
-            r = sock.async_io(Interest::READABLE, || {
-                state.recv(UdpSockRef::from(&*sock), &mut slices, &mut metas)
-            }) => r,
+            g = sock.readable() => match g {
+                Ok(g) => g,
+                Err(_) => return,
+            },
         };
-        let Ok(n) = r else { continue };
+        let n = match state.recv(UdpSockRef::from(sock.get_ref()), &mut slices, &mut metas) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    guard.clear_ready();
+                }
+                continue;
+            }
+        };
+        // A short batch means the queue was empty: wait for the next edge without another
+        // (EAGAIN) receive call. A datagram that raced in keeps the readiness set.
+        if n < BATCH_SIZE {
+            guard.clear_ready();
+        }
         for (slot, meta) in slices.iter().zip(metas.iter()).take(n) {
             let stride = meta.stride.max(1);
             for data in slot[..meta.len.min(SLOT)].chunks(stride) {
@@ -48,7 +60,7 @@ pub(crate) async fn serve(server: Arc<Server>, sock: Arc<UdpSocket>, local: Sock
 
 fn handle(
     server: &Arc<Server>,
-    sock: &Arc<UdpSocket>,
+    sock: &Arc<Udp>,
     local: SocketAddr,
     from: SocketAddr,
     data: &[u8],
