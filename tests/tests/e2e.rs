@@ -9,8 +9,8 @@
 //! has a real `dhtnode` (2.4.12) stand in for Bob's node. The privacy canary then checks every
 //! server's output and data directory.
 //!
-//! Servers are built once per test process (`cargo build -p ...`) and run from the target
-//! directory with `--log-level trace`.
+//! The binaries come from the target directory (built with `cargo build -p ...` when any source
+//! is newer than them) and run with `--log-level trace`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -40,29 +40,79 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the servers and node-client once, returns the directory of their binaries.
+const BINARIES: [&str; 5] = [
+    "dht-node",
+    "dht-proxy",
+    "turn-server",
+    "nameserver",
+    "node-client",
+];
+
+/// Newest modification time of the sources the binaries are built from.
+fn newest_source(root: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::UNIX_EPOCH;
+    let mut stack: Vec<PathBuf> = [
+        "protocol",
+        "net",
+        "dht-node",
+        "dht-proxy",
+        "turn-server",
+        "nameserver",
+        "node-client",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    stack.push(root.join("Cargo.lock"));
+    stack.push(root.join("Cargo.toml"));
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if p.ends_with("tests") || p.ends_with("benches") {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if let Ok(m) = meta.modified() {
+            newest = newest.max(m);
+        }
+    }
+    newest
+}
+
+/// The directory of the servers' and node-client's binaries, built once per test process
+/// (`cargo build -p ...`) unless they are newer than every source file (as after the
+/// workspace build of `cargo nextest run --workspace`, whose feature set differs).
 fn bins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = workspace();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&root).arg("build");
-        for p in PACKAGES {
-            cmd.args(["-p", p]);
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build of the servers failed");
         let target =
             std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         let dir = target.join("debug");
-        for b in [
-            "dht-node",
-            "dht-proxy",
-            "turn-server",
-            "nameserver",
-            "node-client",
-        ] {
+        let oldest_bin = BINARIES
+            .iter()
+            .map(|b| {
+                std::fs::metadata(dir.join(b))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH)
+            })
+            .min()
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if oldest_bin <= newest_source(&root) {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(&root).arg("build");
+            for p in PACKAGES {
+                cmd.args(["-p", p]);
+            }
+            let status = cmd.status().expect("run cargo build");
+            assert!(status.success(), "cargo build of the servers failed");
+        }
+        for b in BINARIES {
             assert!(dir.join(b).is_file(), "{b} was not built in {dir:?}");
         }
         dir
