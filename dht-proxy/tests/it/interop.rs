@@ -648,3 +648,85 @@ fn ten_thousand_half_open_listen_streams_leave_the_proxy_serving() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Scenario 9 through our proxy: values signed and encrypted by a real dhtnode identity are
+/// served (signatures verified with the real OpenDHT to-sign bytes, encrypted values untouched);
+/// a tampered copy is refused on POST and never served.
+#[test]
+fn signed_and_encrypted_values_from_a_real_identity() {
+    let pb = free_udp_port();
+    let _b = Dhtnode::spawn(&["-p", &pb.to_string()]);
+    let mut signer = Dhtnode::spawn(&["-i", "-p", "0", "-b", &format!("127.0.0.1:{pb}")]);
+    assert!(
+        signer.wait("Public key ID", 1, Duration::from_secs(60)),
+        "{}",
+        signer.output()
+    );
+    let out = signer.output();
+    let pkid = out
+        .split("Public key ID")
+        .nth(1)
+        .and_then(|r| {
+            r.split_whitespace()
+                .find(|w| w.len() == 40 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .expect("public key id")
+        .to_owned();
+    let ours = spawn_our_proxy(pb, &[]);
+    assert!(wait_proxy_connected(ours.http, T));
+    std::thread::sleep(Duration::from_secs(1));
+    let tag = format!("{:08x}", rand::random::<u32>());
+    signer.cmd(&format!("s sign{tag} hello-signed"));
+    assert!(
+        signer.wait("Put signed", 1, T) || signer.wait("success", 1, T),
+        "{}",
+        signer.output()
+    );
+    signer.cmd(&format!("e enc{tag} {pkid} secret-{tag}"));
+    assert!(signer.wait("success", 2, T), "{}", signer.output());
+
+    let (st, body) = blocking_request(ours.http, "GET", &format!("/key/sign{tag}"), b"");
+    assert_eq!(st, 200);
+    let line = body
+        .lines()
+        .find(|l| l.contains("\"sig\""))
+        .unwrap_or_else(|| panic!("signed value served and verified: {body}"))
+        .to_owned();
+    let signed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        signed["owner"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+    assert_eq!(signed["data"], "aGVsbG8tc2lnbmVk");
+
+    let (st, body) = blocking_request(ours.http, "GET", &format!("/key/enc{tag}"), b"");
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("\"cypher\":\""),
+        "encrypted value forwarded as is: {body}"
+    );
+    assert!(!body.contains("secret"), "{body}");
+
+    // The signed value re-POSTed verbatim is accepted; with its data changed it is refused.
+    let (st, _) = blocking_request(
+        ours.http,
+        "POST",
+        &format!("/key/copy{tag}"),
+        line.as_bytes(),
+    );
+    assert_eq!(st, 200);
+    let mut tampered = signed.clone();
+    tampered["data"] = serde_json::json!("aGVsbG8tU0lHTkVE");
+    tampered["id"] = serde_json::json!("0");
+    let (st, body) = blocking_request(
+        ours.http,
+        "POST",
+        &format!("/key/bad{tag}"),
+        tampered.to_string().as_bytes(),
+    );
+    assert_eq!((st, body.trim()), (502, r#"{"err":"Put failed"}"#));
+    let (_, body) = blocking_request(ours.http, "GET", &format!("/key/bad{tag}"), b"");
+    assert!(!body.contains("aGVsbG8tU0lHTkVE"), "{body}");
+}
