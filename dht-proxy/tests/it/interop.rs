@@ -717,7 +717,7 @@ fn signed_and_encrypted_values_from_a_real_identity() {
         line.as_bytes(),
     );
     assert_eq!(st, 200);
-    let mut tampered = signed.clone();
+    let mut tampered = signed;
     tampered["data"] = serde_json::json!("aGVsbG8tU0lHTkVE");
     tampered["id"] = serde_json::json!("0");
     let (st, body) = blocking_request(
