@@ -208,10 +208,15 @@ impl PublicKey {
         let raw = STANDARD
             .decode(cleaned.as_bytes())
             .map_err(|_| IdentityError::Base64)?;
-        if raw.starts_with(b"-----BEGIN") || raw.iter().take(64).any(|b| *b == b'-') {
+        // PEM armour starts with dashes (after optional white space); DER SPKI is a SEQUENCE
+        // (0x30). Random DER bytes may contain '-', so the armour is matched, not a byte.
+        let text_start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+        if raw[text_start..].starts_with(b"-----BEGIN") {
             Self::from_pem(&raw)
-        } else {
+        } else if raw.first() == Some(&0x30) {
             Self::from_der(&raw)
+        } else {
+            Self::from_pem(&raw).or_else(|_| Self::from_der(&raw))
         }
     }
 
@@ -442,5 +447,22 @@ mod tests {
             let _ = pem_decode(&bytes);
             let _ = PublicKey::from_base64_field(&String::from_utf8_lossy(&bytes));
         }
+    }
+
+    #[test]
+    fn der_with_a_dash_byte_early_is_still_der() {
+        // About one RSA-2048 SPKI in nine has a 0x2d ('-') byte among its first 64 bytes; such
+        // keys were once taken for PEM and refused.
+        for _ in 0..400 {
+            let id = Identity::generate(KeyBits::Rsa2048).unwrap();
+            let der = id.public_key().spki_der().to_vec();
+            if der.iter().take(64).any(|b| *b == b'-') {
+                let field = STANDARD.encode(&der);
+                let back = PublicKey::from_base64_field(&field).unwrap();
+                assert_eq!(back.spki_der(), der.as_slice());
+                return;
+            }
+        }
+        panic!("no key with an early dash byte in 400 tries");
     }
 }
