@@ -43,6 +43,14 @@ fn main() {
         Ok(o) => o,
         Err(e) => exit_invalid(PROGRAM, &e),
     };
+    // TLS material is part of the configuration: unreadable files are a configuration error.
+    let tls = match cfg.tls_listen {
+        AdminAddr::Off => None,
+        AdminAddr::At(_) => match ReloadableTls::load(&cfg.cert, &cfg.key, &[b"http/1.1"]) {
+            Ok(t) => Some(t),
+            Err(e) => exit_invalid(PROGRAM, &e),
+        },
+    };
     if cli.check_config {
         exit_config_ok(PROGRAM);
     }
@@ -57,11 +65,11 @@ fn main() {
             std::process::exit(waypost_net::EX_SOFTWARE);
         }
     };
-    let code = runtime.block_on(run(cfg, opts));
+    let code = runtime.block_on(run(cfg, opts, tls));
     std::process::exit(code);
 }
 
-async fn run(cfg: ProxyConfig, opts: ProxyOptions) -> i32 {
+async fn run(cfg: ProxyConfig, opts: ProxyOptions, tls: Option<ReloadableTls>) -> i32 {
     let tcp_opts = |label| SocketOptions {
         buffer: 0,
         ..SocketOptions::new(label)
@@ -70,18 +78,12 @@ async fn run(cfg: ProxyConfig, opts: ProxyOptions) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
-    let tls = match cfg.tls_listen {
-        AdminAddr::Off => None,
-        AdminAddr::At(addr) => {
-            let tls = match ReloadableTls::load(&cfg.cert, &cfg.key, &[b"http/1.1"]) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
-            match bind_tcp(addr, &tcp_opts("https")) {
-                Ok(l) => Some((l, tls)),
-                Err(e) => return fail(&e),
-            }
-        }
+    let tls = match (cfg.tls_listen, tls) {
+        (AdminAddr::At(addr), Some(tls)) => match bind_tcp(addr, &tcp_opts("https")) {
+            Ok(l) => Some((l, tls)),
+            Err(e) => return fail(&e),
+        },
+        _ => None,
     };
     let admin_listener = match cfg.admin_listen.addr() {
         Some(a) => match bind_tcp(a, &tcp_opts("admin")) {

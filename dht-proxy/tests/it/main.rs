@@ -3,6 +3,7 @@
 #![allow(unreachable_pub, clippy::unwrap_used)]
 
 mod canary;
+mod cli;
 mod common;
 mod interop;
 mod push;
