@@ -178,7 +178,11 @@ fn sigterm_drains_and_exits_zero() {
             break;
         }
     }
-    assert!(up, "server did not come up");
+    if !up {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("server did not come up");
+    }
     let st = Command::new("kill")
         .args(["-TERM", &guard_pid.to_string()])
         .status()
@@ -369,4 +373,90 @@ fn example_configs_validate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The subject CN of the certificate a TLS listener presents (via the openssl CLI).
+fn presented_cn(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 10 openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn tls_certificate_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let write = |name: &str| {
+        let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let c = params.self_signed(&ck.signing_key).unwrap();
+        std::fs::write(&cert, c.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    };
+    write("first.test");
+    let port = crate::common::free_udp_port();
+    let tls_port = crate::common::free_udp_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--relay-ip",
+            "127.0.0.1",
+        ])
+        .args(["--tls-listen", &format!("127.0.0.1:{tls_port}")])
+        .args([
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--drain-seconds",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed by PID when the test ends, pass or fail.
+    let mut child = crate::common::ChildGuard(child);
+    let mut first = String::new();
+    for _ in 0..50 {
+        first = presented_cn(tls_port);
+        if !first.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        first.contains("first.test"),
+        "initial certificate: {first:?}"
+    );
+    write("second.test");
+    let st = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut second = String::new();
+    for _ in 0..50 {
+        second = presented_cn(tls_port);
+        if second.contains("second.test") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(second.contains("second.test"), "after SIGHUP: {second:?}");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the server"
+    );
+    drop(child);
 }
