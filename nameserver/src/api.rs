@@ -60,13 +60,20 @@ fn log_store_error(e: StoreError) {
     tracing::error!(error.kind = %e, "name store failure");
 }
 
-/// Runs a blocking store call off the async workers.
+/// Runs a blocking store call off the async workers, bounded by the backend deadline.
+///
+/// The deadline is three quarters of the request timeout, so a slow or stuck store answers 503
+/// before the request-level timeout would answer 408: Jami clients read any 4xx on a lookup as
+/// "name not registered", and a name must never look free because the store was slow.
 async fn blocking<T: Send + 'static>(
+    state: &AppState,
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or(Err(StoreError::Unavailable))
+    let deadline = state.settings.request_timeout.mul_f32(0.75);
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(f)).await {
+        Ok(joined) => joined.unwrap_or(Err(StoreError::Unavailable)),
+        Err(_) => Err(StoreError::Unavailable),
+    }
 }
 
 enum Route<'a> {
@@ -147,7 +154,7 @@ async fn lookup(state: &AppState, seg: &str, field: Option<Field>) -> Resp {
         return get_error(StatusCode::BAD_REQUEST, "invalid name");
     };
     let store = state.store.clone();
-    let rec = match blocking(move || store.get_by_name(&name)).await {
+    let rec = match blocking(state, move || store.get_by_name(&name)).await {
         Ok(Some(rec)) => rec,
         Ok(None) => {
             m.count(Op::Lookup, Outcome::NotFound);
@@ -190,7 +197,7 @@ async fn reverse(state: &AppState, seg: &str) -> Resp {
         return get_error(StatusCode::BAD_REQUEST, "invalid address");
     };
     let store = state.store.clone();
-    match blocking(move || store.get_by_addr(&addr)).await {
+    match blocking(state, move || store.get_by_addr(&addr)).await {
         Ok(Some(name)) => {
             m.count(Op::Reverse, Outcome::Found);
             json_response(StatusCode::OK, &json!({"name": name}))
@@ -319,7 +326,7 @@ async fn register(state: &AppState, seg: &str, req: Request<Incoming>, peer: IpA
         signature,
     };
     let store = state.store.clone();
-    match blocking(move || store.claim(&record)).await {
+    match blocking(state, move || store.claim(&record)).await {
         Ok(Claim::Inserted) => {
             m.count(Op::Register, Outcome::Registered);
             json_response(StatusCode::OK, &json!({"success": true}))

@@ -264,3 +264,44 @@ fn header_timeout_also_bounds_idle_keep_alive() {
         "{waited:?}"
     );
 }
+
+/// A store that takes longer than any request may.
+struct StuckStore;
+
+impl waypost_nameserver::store::NameStore for StuckStore {
+    fn get_by_name(
+        &self,
+        _: &str,
+    ) -> Result<Option<waypost_nameserver::store::Record>, waypost_nameserver::store::StoreError>
+    {
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(None)
+    }
+    fn get_by_addr(
+        &self,
+        _: &waypost_protocol::identity::JamiId,
+    ) -> Result<Option<String>, waypost_nameserver::store::StoreError> {
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(None)
+    }
+    fn claim(
+        &self,
+        _: &waypost_nameserver::store::Record,
+    ) -> Result<waypost_nameserver::store::Claim, waypost_nameserver::store::StoreError> {
+        std::thread::sleep(Duration::from_secs(2));
+        Err(waypost_nameserver::store::StoreError::Unavailable)
+    }
+}
+
+#[test]
+fn a_stuck_store_answers_503_never_4xx() {
+    // A 4xx on a lookup makes Jami show the name as free; a slow store must say 503 instead.
+    let mut settings = Settings::for_tests();
+    settings.request_timeout = Duration::from_millis(400);
+    let s = TestServer::start(settings, Arc::new(StuckStore));
+    let r = request_on(TcpStream::connect(s.addr).unwrap(), "GET", "/name/alice", &[], None);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    let addr = format!("/addr/{}", "ab".repeat(20));
+    let r = request_on(TcpStream::connect(s.addr).unwrap(), "GET", &addr, &[], None);
+    assert_eq!(r.status, 503);
+}
