@@ -8,13 +8,14 @@ bash scripts/install-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== clippy (-D warnings)"
+echo "== clippy (-D warnings), default features (what ships) and with the Ethereum backend"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets --features waypost-nameserver/eth -- -D warnings
 echo "== sans-IO check"
 bash scripts/check-sans-io.sh
 if command -v cargo-deny >/dev/null 2>&1; then
   echo "== cargo deny (licenses, bans, sources)"
   cargo deny --locked check licenses bans sources
 fi
-echo "== tests"
-cargo nextest run --locked --workspace --profile ci
+echo "== tests (all crates; the name registrar with both backends, embedded and Ethereum)"
+cargo nextest run --locked --workspace --features waypost-nameserver/eth --profile ci
