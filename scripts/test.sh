@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A one-shot run gains nothing from incremental compilation, and full debug info in every test
+# binary costs tens of gigabytes; line tables keep backtraces readable.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+
 bash scripts/install-deps.sh
 
 echo "== cargo fmt --check"
