@@ -210,7 +210,10 @@ impl PublicKey {
             .map_err(|_| IdentityError::Base64)?;
         // PEM armour starts with dashes (after optional white space); DER SPKI is a SEQUENCE
         // (0x30). Random DER bytes may contain '-', so the armour is matched, not a byte.
-        let text_start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+        let text_start = raw
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(raw.len());
         if raw[text_start..].starts_with(b"-----BEGIN") {
             Self::from_pem(&raw)
         } else if raw.first() == Some(&0x30) {

@@ -299,7 +299,13 @@ fn a_stuck_store_answers_503_never_4xx() {
     let mut settings = Settings::for_tests();
     settings.request_timeout = Duration::from_millis(400);
     let s = TestServer::start(settings, Arc::new(StuckStore));
-    let r = request_on(TcpStream::connect(s.addr).unwrap(), "GET", "/name/alice", &[], None);
+    let r = request_on(
+        TcpStream::connect(s.addr).unwrap(),
+        "GET",
+        "/name/alice",
+        &[],
+        None,
+    );
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     let addr = format!("/addr/{}", "ab".repeat(20));
     let r = request_on(TcpStream::connect(s.addr).unwrap(), "GET", &addr, &[], None);
