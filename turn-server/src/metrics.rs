@@ -50,6 +50,8 @@ pub enum Refusal {
     Quota,
     /// Malformed input dropped.
     Malformed,
+    /// Unauthenticated UDP answer dropped because it would be larger than the request.
+    Amplification,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

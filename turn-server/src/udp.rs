@@ -92,7 +92,7 @@ fn handle(
             if out.len() > data.len()
                 && Message::parse(out).is_ok_and(|m| m.class() == Class::Error)
             {
-                server.metrics.refused(Refusal::Malformed);
+                server.metrics.refused(Refusal::Amplification);
                 return;
             }
             crate::server::udp_send(sock, out, from);
