@@ -303,6 +303,7 @@ impl Proxy {
                 .map(|x| (x.token.clone(), x.client_id.clone()))
                 == token
         };
+        let previous: Option<Value>;
         {
             let mut st = self.inner.state.lock();
             if value.id == 0 {
@@ -329,16 +330,28 @@ impl Proxy {
                 }
                 value.id = random_id();
             }
-            let exists = st
+            previous = st
                 .perms
                 .get(&key)
-                .is_some_and(|v| v.iter().any(|p| p.value.id == value.id));
-            if !exists && st.perm_count >= self.inner.opts.limits.permanent_puts {
+                .and_then(|v| v.iter().find(|p| p.value.id == value.id))
+                .map(|p| p.value.clone());
+            if previous.is_none() && st.perm_count >= self.inner.opts.limits.permanent_puts {
                 self.inner.metrics.refused(Reason::GlobalCap);
                 return PermOutcome::Refused(Refusal::Global);
             }
         }
+        if previous.is_some() {
+            // The node keeps one refresh per (key, id): stop the old one before re-announcing.
+            self.inner.backend.cancel_put(key, value.id);
+        }
         if !self.inner.backend.put(key, value.clone(), true).await {
+            if let Some(old) = previous {
+                // Keep the lease that was acknowledged before: announce the old value again.
+                let backend = self.inner.backend.clone();
+                tokio::spawn(async move {
+                    backend.put(key, old, true).await;
+                });
+            }
             return PermOutcome::Failed;
         }
         let p = PermPut {

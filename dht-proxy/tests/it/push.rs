@@ -432,6 +432,12 @@ async fn permanent_puts_dedupe_lease_and_timeout() {
     let r = request(s.addr, "POST", &format!("/key/{H}"), Some(body)).await;
     assert_eq!(r.lines()[0]["id"].as_str().unwrap(), id.to_string());
     assert_eq!(s.dht.put_count(), puts);
+    // Re-POST with the known id: a new DHT put (the old refresh is replaced), same id.
+    let again = String::from_utf8_lossy(body).replace(r#""id":"0""#, &format!(r#""id":"{id}""#));
+    let r = request(s.addr, "POST", &format!("/key/{H}"), Some(again.as_bytes())).await;
+    assert_eq!(r.lines()[0]["id"].as_str().unwrap(), id.to_string());
+    assert_eq!(s.dht.put_count(), puts + 1);
+    assert!(s.dht.is_permanent(&key, id));
     // permanent:true without token, and a plain put: not deduplicated with it.
     let r = request(
         s.addr,
