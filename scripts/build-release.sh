@@ -15,16 +15,17 @@ cd "$(dirname "$0")/.."
 # binary:package, one per server binary the project ships.
 TARGETS=(
   nameserver:waypost-nameserver
+  deploy-registrar:waypost-nameserver
   turn-server:waypost-turn-server
   dht-node:waypost-dht-node
   dht-proxy:waypost-dht-proxy
   node-client:waypost-node-client
 )
 
-# Cargo features of the release build, as package/feature (none: default features only), e.g.
-# waypost-nameserver/eth for the Ethereum registrar backend. Only features that CI tests may be
-# listed: tests/tests/deploy.rs checks this list against the cargo invocations in scripts/test.sh.
-FEATURES=()
+# Cargo features of the release build, as package/feature: exactly the features CI's test run
+# enables (scripts/test.sh runs the tests with waypost-nameserver/eth, the Ethereum registrar
+# backend), so the shipped binaries are the tested ones; tests/tests/deploy.rs checks this.
+FEATURES=(waypost-nameserver/eth)
 
 cmd=(cargo build --release --locked)
 if [ ${#FEATURES[@]} -gt 0 ]; then
