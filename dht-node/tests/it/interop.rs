@@ -269,6 +269,10 @@ d = opendht.DhtRunner(); d.run(port={port})
 d.bootstrap("127.0.0.1", "{rport}")
 time.sleep(2)
 k = opendht.InfoHash.get("pykey")
+def on_value(v, expired):
+    print("LISTEN", bytes(v.data).decode(), expired, flush=True)
+    return True
+tok = d.listen(k, on_value)
 print("PUT", d.put(k, opendht.Value(b"from-python")), flush=True)
 time.sleep(3)
 vals = d.get(k)
@@ -297,6 +301,10 @@ d.join()
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("PUT True"), "{text}");
     assert!(text.contains("from-rust"), "python got our value: {text}");
+    assert!(
+        text.contains("LISTEN from-rust False"),
+        "python's listen saw our value: {text}"
+    );
     assert!(ours.await.unwrap().unwrap().stored);
     let vals = r.node.get_all(key, Query::all()).await.unwrap();
     assert!(
