@@ -387,7 +387,7 @@ struct Driver {
     status: watch::Sender<NodeStatus>,
     metrics: Option<metrics::Metrics>,
     gets: HashMap<OpId, mpsc::UnboundedSender<GetItem>>,
-    puts: HashMap<OpId, (oneshot::Sender<PutOutcome>, u64)>,
+    puts: HashMap<OpId, (Vec<oneshot::Sender<PutOutcome>>, u64)>,
     permanent: HashMap<(InfoHash, u64), OpId>,
     listens: HashMap<OpId, mpsc::UnboundedSender<ListenEvent>>,
     listen_tokens: HashMap<u64, OpId>,
@@ -451,10 +451,18 @@ impl Driver {
                 tx,
             } => {
                 let (op, id) = self.dht.put(now, key, value, permanent);
-                self.puts.insert(op, (tx, id));
+                let mut waiters = vec![tx];
                 if permanent {
-                    self.permanent.insert((key, id), op);
+                    // Re-putting the same permanent value replaces the previous announce; callers
+                    // still waiting on it get the new one's outcome.
+                    if let Some(old) = self.permanent.insert((key, id), op) {
+                        self.dht.cancel(now, old);
+                        if let Some((w, _)) = self.puts.remove(&old) {
+                            waiters.extend(w);
+                        }
+                    }
                 }
+                self.puts.insert(op, (waiters, id));
             }
             Command::CancelPut { key, id } => {
                 if let Some(op) = self.permanent.remove(&(key, id)) {
@@ -533,8 +541,10 @@ impl Driver {
                     if let Some(tx) = self.gets.remove(&op) {
                         let _ = tx.send(GetItem::Done(ok));
                     }
-                    if let Some((tx, id)) = self.puts.remove(&op) {
-                        let _ = tx.send(PutOutcome { id, stored: ok });
+                    if let Some((waiters, id)) = self.puts.remove(&op) {
+                        for tx in waiters {
+                            let _ = tx.send(PutOutcome { id, stored: ok });
+                        }
                     }
                 }
             }

@@ -373,3 +373,34 @@ async fn dual_stack_node_talks_ipv4_and_ipv6() {
     assert!(vals.iter().any(|v| v.data == b"both"));
     shutdown.trigger();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_put_replaced_and_cancelled_through_the_handle() {
+    let a = start_ours(0, vec![], 0);
+    let b = start_ours(0, vec![a.addr], 0);
+    assert!(b.node.wait_connected(T).await);
+    let key = InfoHash::get("permkey");
+    let mut v = Value::new(b"perm".to_vec());
+    v.id = 42;
+    let (r1, r2) = tokio::join!(b.node.put(key, v.clone(), true), b.node.put(key, v, true));
+    assert_eq!(
+        r1.unwrap(),
+        waypost_dht_node::PutOutcome {
+            id: 42,
+            stored: true
+        }
+    );
+    assert!(r2.unwrap().stored);
+    assert!(
+        eventually(T, || b.node.status().ops == 1).await,
+        "one announce kept: {:?}",
+        b.node.status()
+    );
+    b.node.cancel_put(key, 42).unwrap();
+    assert!(
+        eventually(T, || b.node.status().ops == 0).await,
+        "cancelled"
+    );
+    let got = a.node.get_all(key, Query::all()).await.unwrap();
+    assert!(got.iter().any(|v| v.id == 42 && v.data == b"perm"));
+}
