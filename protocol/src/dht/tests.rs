@@ -459,3 +459,33 @@ fn fragmented_put_is_reassembled_and_oversized_put_gets_no_reply() {
     );
     assert_eq!(r.dht.storage().value_count(), 1);
 }
+
+#[test]
+fn per_ip_rate_limit_and_martian_sources() {
+    let mut r = Raw::new(0);
+    let mut answered = 0;
+    for _ in 0..1100 {
+        answered += r.send(QueryKind::Ping, |_| {}, 0).len();
+    }
+    assert_eq!(answered, 1024, "1024 requests per second per IP");
+    r.now += Duration::from_millis(1001);
+    assert_eq!(r.send(QueryKind::Ping, |_| {}, 0).len(), 1, "next window");
+    // Martian sources get nothing.
+    let ping = Message {
+        tid: 1,
+        network: 0,
+        is_client: false,
+        body: Body::Query(QueryKind::Ping, Args::new(r.id)),
+    };
+    for src in [
+        "0.1.2.3:5",
+        "224.0.0.1:5",
+        "127.0.0.1:0",
+        "[ff02::1]:5",
+        "[::ffff:0.0.0.0]:5",
+    ] {
+        let from: SocketAddr = src.parse().unwrap();
+        r.dht.handle_datagram(r.now, from, &ping.encode(false));
+        assert!(r.dht.poll_transmit().is_none(), "{src} is martian");
+    }
+}
