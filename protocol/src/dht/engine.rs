@@ -1189,7 +1189,17 @@ impl Dht {
         }
         match req.purpose {
             Purpose::Ping | Purpose::Update => {}
-            Purpose::Search(sid) => self.on_search_reply(now, sid, a, learned),
+            Purpose::Search(sid) => {
+                if a.token.is_none() {
+                    // As the reference does: a find/get reply without a token gets its sender
+                    // ignored until restart (bounded list).
+                    if self.blacklist.len() >= 4096 {
+                        self.blacklist.clear();
+                    }
+                    self.blacklist.insert(from);
+                }
+                self.on_search_reply(now, sid, a, learned)
+            }
             Purpose::Announce(op) => {
                 if let Some(Op {
                     kind: OpKind::Put { peers, .. },

@@ -489,3 +489,44 @@ fn per_ip_rate_limit_and_martian_sources() {
         assert!(r.dht.poll_transmit().is_none(), "{src} is martian");
     }
 }
+
+#[test]
+fn a_token_less_find_reply_gets_its_sender_ignored() {
+    let mut r = Raw::new(0);
+    // Make the engine look up something through our raw peer.
+    let now = r.now;
+    r.dht.insert_node(now, peer());
+    let t = r.dht.poll_transmit().unwrap();
+    let ping = Message::decode(&t.contents).unwrap();
+    let pong = Message {
+        tid: ping.tid,
+        network: 0,
+        is_client: false,
+        body: Body::Reply(Args {
+            sa: Some(peer().ip()),
+            ..Args::new(r.id)
+        }),
+    };
+    r.dht.handle_datagram(now, peer(), &pong.encode(false));
+    let op = r.dht.get(now, InfoHash::get("x"), Query::all());
+    let mut replied = false;
+    while let Some(t) = r.dht.poll_transmit() {
+        let m = Message::decode(&t.contents).unwrap();
+        if let Body::Query(QueryKind::Get, _) = m.body {
+            let rep = Message {
+                tid: m.tid,
+                network: 0,
+                is_client: false,
+                body: Body::Reply(Args::new(r.id)),
+            };
+            r.dht.handle_datagram(now, peer(), &rep.encode(false));
+            replied = true;
+        }
+    }
+    assert!(replied);
+    let _ = op;
+    assert!(
+        r.send(QueryKind::Ping, |_| {}, 0).is_empty(),
+        "sender ignored after a token-less reply"
+    );
+}
