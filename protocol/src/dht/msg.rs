@@ -659,7 +659,70 @@ mod tests {
         assert_eq!((f[0].index, f[0].offset, f[0].data.len()), (0, 1280, 1280));
     }
 
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        (
+            any::<u64>(),
+            any::<u16>(),
+            proptest::collection::vec(any::<u8>(), 0..700),
+            "[a-z/]{0,12}",
+            proptest::option::of((any::<u16>(), proptest::collection::vec(any::<u8>(), 1..40))),
+            proptest::collection::vec(any::<u8>(), 0..3),
+            any::<u8>(),
+        )
+            .prop_map(|(id, vtype, data, utype, owner, cypher, prio)| {
+                let mut v = Value {
+                    id: id | 1,
+                    vtype,
+                    data,
+                    user_type: utype,
+                    priority: u64::from(prio % 3),
+                    ..Value::default()
+                };
+                if let Some((seq, key)) = owner {
+                    v.seq = seq;
+                    v.owner = Some(key);
+                    v.signature = vec![9; 16];
+                }
+                if !cypher.is_empty() {
+                    v = Value {
+                        id: v.id,
+                        cypher,
+                        priority: v.priority,
+                        ..Value::default()
+                    };
+                }
+                v
+            })
+    }
+
     proptest::proptest! {
+        #[test]
+        fn values_and_messages_round_trip(v in arb_value(), tid in 1u32.., net in 0u32..10, frag in proptest::bool::ANY) {
+            proptest::prop_assert_eq!(Value::unpack(&v.pack()).unwrap(), v.clone());
+            let mut a = Args::new(InfoHash::get("rt"));
+            a.h = Some(InfoHash::get("k"));
+            a.token = Some(vec![1; 32]);
+            a.values = Some(WireValues::Values(vec![v.clone()]));
+            let m = Message { tid, network: net, is_client: false, body: Body::Query(QueryKind::Put, a) };
+            let back = Message::decode(&m.encode(false)).unwrap();
+            proptest::prop_assert_eq!(&back, &m);
+            if frag {
+                // Header + fragments carry the same value.
+                let hdr = Message::decode(&m.encode(true)).unwrap();
+                let Body::Query(_, ha) = hdr.body else { panic!() };
+                let Some(WireValues::Sizes(sz)) = ha.values else { panic!() };
+                let mut buf = Vec::new();
+                for f in fragments(tid, net, std::slice::from_ref(&v)) {
+                    let Body::Fragments(fr) = Message::decode(&f).unwrap().body else { panic!() };
+                    proptest::prop_assert_eq!(fr[0].offset as usize, buf.len());
+                    buf.extend_from_slice(&fr[0].data);
+                }
+                proptest::prop_assert_eq!(buf.len() as u64, sz[0]);
+                proptest::prop_assert_eq!(Value::unpack(&buf).unwrap(), v);
+            }
+        }
+
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             let _ = Message::decode(&bytes);
