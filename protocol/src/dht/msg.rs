@@ -699,7 +699,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn values_and_messages_round_trip(v in arb_value(), tid in 1u32.., net in 0u32..10, frag in proptest::bool::ANY) {
-            proptest::prop_assert_eq!(Value::unpack(&v.pack()).unwrap(), v);
+            proptest::prop_assert_eq!(&Value::unpack(&v.pack()).unwrap(), &v);
             let mut a = Args::new(InfoHash::get("rt"));
             a.h = Some(InfoHash::get("k"));
             a.token = Some(vec![1; 32]);
