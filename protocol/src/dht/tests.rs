@@ -530,3 +530,49 @@ fn a_token_less_find_reply_gets_its_sender_ignored() {
         "sender ignored after a token-less reply"
     );
 }
+
+#[test]
+fn bootstrap_pings_back_off_and_requests_are_sent_three_times() {
+    let t0 = Instant::now();
+    let mut d = Dht::new(
+        Config::default(),
+        t0,
+        1_800_000_000,
+        Box::new(SplitMix::new(1)),
+    );
+    let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    d.bootstrap(t0, &[dead]);
+    let mut sends: Vec<(u64, u32)> = Vec::new(); // (ms since start, tid)
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(100) {
+        if d.poll_timeout().is_some_and(|t| t <= now) {
+            d.handle_timeout(now);
+        }
+        while let Some(t) = d.poll_transmit() {
+            assert_eq!(t.destination, dead);
+            let m = Message::decode(&t.contents).unwrap();
+            sends.push((now.duration_since(t0).as_millis() as u64, m.tid));
+        }
+        now += Duration::from_millis(50);
+    }
+    let mut tids: Vec<u32> = sends.iter().map(|s| s.1).collect();
+    tids.dedup();
+    // Bootstrap rounds at 0, 10, 30, 70 s (period doubling from 10 s).
+    assert_eq!(tids.len(), 4, "{sends:?}");
+    let firsts: Vec<u64> = tids
+        .iter()
+        .map(|t| sends.iter().find(|s| s.1 == *t).unwrap().0 / 1000)
+        .collect();
+    assert_eq!(firsts, vec![0, 10, 30, 70]);
+    // Each ping goes out three times: at 0, ~1–1.25 s and ~3–3.25 s.
+    let first: Vec<u64> = sends
+        .iter()
+        .filter(|s| s.1 == tids[0])
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(first.len(), 3);
+    assert!(
+        (1000..=1300).contains(&first[1]) && (3000..=3300).contains(&first[2]),
+        "{first:?}"
+    );
+}
