@@ -108,6 +108,36 @@ async fn dhtnode_bootstraps_from_ours() {
         eventually(T, || r.node.status().stored_values >= 1).await,
         "our node stored the value dhtnode put"
     );
+    // Field projection and where filters against values our node holds (scenario 4).
+    let mut v = Value::new(b"fromR".to_vec());
+    v.user_type = "text/plain".into();
+    let id = r
+        .node
+        .put(InfoHash::get("qkey"), v, false)
+        .await
+        .unwrap()
+        .id;
+    let m = b.mark();
+    b.cmd("q qkey SELECT id,seq");
+    let tail = b
+        .wait_after(m, "Query: completed", T)
+        .await
+        .expect("query completes");
+    assert!(tail.contains(&format!("Index[Id:{id:x},Seq:0]")), "{tail}");
+    let m = b.mark();
+    b.cmd("g qkey WHERE user_type=\"text/plain\"");
+    let tail = b
+        .wait_after(m, "Get: completed", T)
+        .await
+        .expect("get completes");
+    assert!(tail.contains("\"fromR\""), "{tail}");
+    let m = b.mark();
+    b.cmd("g qkey WHERE user_type=\"image/png\"");
+    let tail = b
+        .wait_after(m, "Get: completed", T)
+        .await
+        .expect("get completes");
+    assert!(!tail.contains("\"fromR\""), "where filter applied: {tail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
