@@ -198,7 +198,7 @@ proptest! {
             b.extend_from_slice(&(v.len() as u16 ^ (lie & 7)).to_be_bytes());
             b.extend_from_slice(v);
         }
-        while b.len() % 4 != 0 { b.push(0); }
+        while !b.len().is_multiple_of(4) { b.push(0); }
         let len = (b.len() - 20) as u16;
         b[2..4].copy_from_slice(&len.to_be_bytes());
         if let Ok(m) = Message::parse(&b) {
