@@ -878,7 +878,7 @@ impl Server {
 
     fn bind_udp_relay(&self, ip: IpAddr, even: bool) -> Option<(RelayKind, SocketAddr)> {
         let mut opts = waypost_net::listen::SocketOptions::new("relay");
-        opts.buffer = 1024 * 1024;
+        opts.buffer = waypost_net::listen::LARGE_BUFFER;
         for _ in 0..64 {
             let addr = SocketAddr::new(ip, self.next_port(even));
             if let Ok(sock) = waypost_net::listen::bind_udp_std(addr, &opts) {
