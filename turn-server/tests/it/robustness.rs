@@ -460,3 +460,44 @@ fn tls_certificate_reloads_on_sighup() {
     );
     drop(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_refuses_new_allocations_and_keeps_existing_ones() {
+    let cfg = waypost_turn_server::TurnConfig {
+        drain_seconds: 3,
+        ..test_config()
+    };
+    let srv = start(cfg, false).await;
+    let mut old = Client::new(srv.addr, "ring", "ring").await;
+    let relayed = old.allocate().await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let p = A::Xor(attr::XOR_PEER_ADDRESS, peer.local_addr().unwrap());
+    assert_eq!(code(&old.request(method::CREATE_PERMISSION, &[p]).await), 0);
+    srv.shutdown.trigger();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New allocations are refused while draining...
+    let mut new = Client::new(srv.addr, "ring", "ring").await;
+    assert_eq!(
+        code(
+            &new.request(method::ALLOCATE, &[crate::client::transport_udp()])
+                .await
+        ),
+        508
+    );
+    // ...while the existing one still relays.
+    peer.send_to(b"still here", relayed).await.unwrap();
+    let mut buf = [0u8; 128];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), old.sock.recv_from(&mut buf))
+        .await
+        .expect("relayed during drain")
+        .unwrap();
+    let m = waypost_protocol::stun::Message::parse(&buf[..n]).unwrap();
+    assert_eq!(m.get(attr::DATA), Some(&b"still here"[..]));
+    // Deleting the last allocation ends the drain early.
+    let lt0 = A::Raw(attr::LIFETIME, vec![0, 0, 0, 0]);
+    assert_eq!(code(&old.request(method::REFRESH, &[lt0]).await), 0);
+    tokio::time::timeout(Duration::from_secs(2), srv.task)
+        .await
+        .expect("stopped once empty")
+        .unwrap();
+}
