@@ -58,6 +58,9 @@ waypost_net::layered_config! {
         /// Maximum allocations per client IP (IPv6: per /64).
         #[arg(long, env = "WAYPOST_TURN_MAX_ALLOCATIONS_PER_IP")]
         pub max_allocations_per_ip: u32 = 128,
+        /// Maximum open TCP/TLS connections per client IP (IPv6: per /64), control and data.
+        #[arg(long, env = "WAYPOST_TURN_MAX_CONNECTIONS_PER_IP")]
+        pub max_connections_per_ip: u32 = 256,
         /// Maximum allocations in total.
         #[arg(long, env = "WAYPOST_TURN_MAX_ALLOCATIONS")]
         pub max_allocations: u32 = 20000,
@@ -126,6 +129,8 @@ pub struct Settings {
     pub max_allocations_per_ip: u32,
     /// Total allocations.
     pub max_allocations: u32,
+    /// TCP/TLS connections per IP.
+    pub max_connections_per_ip: u32,
     /// Permissions per allocation.
     pub max_permissions: u32,
     /// Bytes per second per IP.
@@ -276,6 +281,7 @@ impl TurnConfig {
             admin: self.admin_listen,
             max_allocations_per_ip: self.max_allocations_per_ip,
             max_allocations: self.max_allocations,
+            max_connections_per_ip: self.max_connections_per_ip,
             max_permissions: self.max_permissions,
             max_bps_per_ip: self.max_bps_per_ip,
             unauth_rate: self.unauth_rate,

@@ -312,6 +312,9 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
+        let Some(slot) = server.connection_slot(client.ip()) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         // Hand the connection to a shard: it re-registers there.
         let Ok(stream) = stream.into_std() else {
@@ -320,6 +323,7 @@ async fn accept_loop(
         let server = server.clone();
         let tls = tls.as_ref().map(ReloadableTls::acceptor);
         shards.next().spawn(async move {
+            let _slot = slot;
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                 return;
             };

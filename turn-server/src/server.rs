@@ -141,6 +141,24 @@ pub(crate) struct Allocation {
     pub cancel: CancellationToken,
 }
 
+/// A TCP/TLS connection's place in the per-IP connection quota, released on drop.
+pub(crate) struct ConnSlot {
+    server: Arc<Server>,
+    key: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut map = self.server.conns_per_ip.lock();
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// An RFC 6062 peer connection waiting for ConnectionBind.
 struct Pending {
     stream: Option<TcpStream>,
@@ -204,6 +222,7 @@ pub(crate) struct Server {
     nonce: NonceKey,
     allocs: RwLock<HashMap<FiveTuple, Arc<Allocation>>>,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
+    conns_per_ip: Mutex<HashMap<IpAddr, u32>>,
     budgets: RwLock<HashMap<IpAddr, Arc<ByteBudget>>>,
     unauth: RateTable,
     pending: Mutex<HashMap<u32, Pending>>,
@@ -284,11 +303,29 @@ impl Server {
             nonce: NonceKey::new(secret),
             allocs: RwLock::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
+            conns_per_ip: Mutex::new(HashMap::new()),
             budgets: RwLock::new(HashMap::new()),
             unauth: RateTable::new(4096),
             pending: Mutex::new(HashMap::new()),
             next_port: AtomicU32::new(first),
             start: Instant::now(),
+        })
+    }
+
+    /// Takes a TCP/TLS connection slot for `ip`, or `None` over the per-IP limit.
+    pub(crate) fn connection_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+        let key = ip_key(ip);
+        let mut map = self.conns_per_ip.lock();
+        let n = map.entry(key).or_insert(0);
+        if *n >= self.s.max_connections_per_ip {
+            drop(map);
+            self.metrics.refused(Refusal::Quota);
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot {
+            server: self.clone(),
+            key,
         })
     }
 

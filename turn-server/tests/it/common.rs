@@ -96,13 +96,16 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A free UDP port on loopback (bound and released).
+/// A loopback port free for both UDP and TCP at the time of the call (bound and released).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    for _ in 0..100 {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
 }
 
 /// Resolves a coturn tool; panics (fails the test) when it is missing.

@@ -262,3 +262,35 @@ async fn metrics_count_without_identifiers() {
     );
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_connection_limit_closes_the_excess() {
+    let cfg = waypost_turn_server::TurnConfig {
+        max_connections_per_ip: 3,
+        ..test_config()
+    };
+    let srv = start(cfg, false).await;
+    let binding = crate::client::build(method::BINDING, Class::Request, &[], None);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        s.write_all(&binding).await.unwrap();
+        assert_eq!(code(&crate::client::read_frame(&mut s).await), 0);
+        held.push(s);
+    }
+    let mut extra = TcpStream::connect(srv.addr).await.unwrap();
+    let _ = extra.write_all(&binding).await;
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut b)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "fourth connection must be closed"
+    );
+    // Closing one frees a slot.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(&binding).await.unwrap();
+    assert_eq!(code(&crate::client::read_frame(&mut s).await), 0);
+    srv.stop().await;
+}
