@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use waypost_protocol::stun::{Class, MessageWriter, attr, method};
 
-use crate::client::{A, Client, build, code, tcp_request, transport_udp};
+use crate::client::{A, Client, build, code, read_frame, tcp_request, transport_udp};
 use crate::common::{start, test_config};
 
 fn lt(s: u32) -> A {
@@ -270,12 +270,12 @@ async fn per_ip_connection_limit_closes_the_excess() {
         ..test_config()
     };
     let srv = start(cfg, false).await;
-    let binding = crate::client::build(method::BINDING, Class::Request, &[], None);
+    let binding = build(method::BINDING, Class::Request, &[], None);
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut s = TcpStream::connect(srv.addr).await.unwrap();
         s.write_all(&binding).await.unwrap();
-        assert_eq!(code(&crate::client::read_frame(&mut s).await), 0);
+        assert_eq!(code(&read_frame(&mut s).await), 0);
         held.push(s);
     }
     let mut extra = TcpStream::connect(srv.addr).await.unwrap();
@@ -291,6 +291,6 @@ async fn per_ip_connection_limit_closes_the_excess() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     s.write_all(&binding).await.unwrap();
-    assert_eq!(code(&crate::client::read_frame(&mut s).await), 0);
+    assert_eq!(code(&read_frame(&mut s).await), 0);
     srv.stop().await;
 }
