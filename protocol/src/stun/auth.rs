@@ -92,7 +92,9 @@ impl NonceKey {
 
     fn tag(&self, ts: u32, ip: IpAddr) -> [u8; 5] {
         let mut out = [0u8; 5];
-        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret) else { return out };
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret) else {
+            return out;
+        };
         mac.update(&ts.to_be_bytes());
         match canonical_ip(ip) {
             IpAddr::V4(v4) => mac.update(&v4.octets()),
@@ -126,7 +128,10 @@ impl NonceKey {
         let ts = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let want = self.tag(ts, ip);
         // Constant-time comparison.
-        let diff = want.iter().zip(raw[4..].iter()).fold(0u8, |a, (x, y)| a | (x ^ y));
+        let diff = want
+            .iter()
+            .zip(raw[4..].iter())
+            .fold(0u8, |a, (x, y)| a | (x ^ y));
         if diff != 0 {
             return NonceCheck::Invalid;
         }
