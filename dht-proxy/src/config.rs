@@ -110,6 +110,9 @@ waypost_net::layered_config! {
         /// Permanent puts in total (503 beyond).
         #[arg(long, env = "WAYPOST_PROXY_MAX_PERMANENT_PUTS", value_name = "N")]
         pub max_permanent_puts: usize = 1_000_000,
+        /// Seconds a keep-alive connection may sit idle between requests (0 = never closed).
+        #[arg(long, env = "WAYPOST_PROXY_IDLE_TIMEOUT", value_name = "SECONDS")]
+        pub idle_timeout: u64 = 300,
         /// Pushes waiting for delivery; more are dropped.
         #[arg(long, env = "WAYPOST_PROXY_PUSH_QUEUE", value_name = "N")]
         pub push_queue: usize = 65_536,
@@ -133,6 +136,8 @@ pub struct ProxyOptions {
     pub timers: Timers,
     /// Push queue capacity.
     pub push_queue: usize,
+    /// Idle keep-alive connections are closed after this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Resource limits.
@@ -196,6 +201,7 @@ impl Default for ProxyOptions {
             },
             timers: Timers::default(),
             push_queue: 65_536,
+            idle_timeout: Some(Duration::from_secs(300)),
         })
     }
 }
@@ -248,6 +254,7 @@ impl ProxyOptions {
             },
             timers: Timers::default(),
             push_queue: c.push_queue,
+            idle_timeout: (c.idle_timeout > 0).then(|| Duration::from_secs(c.idle_timeout)),
         })
     }
 }

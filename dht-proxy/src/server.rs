@@ -6,6 +6,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -100,18 +102,50 @@ async fn connection(mut tcp: TcpStream, addr: SocketAddr, router: Router, proxy:
             return;
         }
     }
+    let activity = Arc::new(Activity::new());
     let io = hyper_util::rt::TokioIo::new(Prefixed {
         prefix: Bytes::from(buf),
         inner: tcp,
+        activity: activity.clone(),
     });
+    let act = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(addr));
-        router.clone().oneshot(req)
+        let busy = Busy::new(act.clone());
+        let fut = router.clone().oneshot(req);
+        async move {
+            // The connection counts as busy until the response body is finished (a get or a
+            // listen stream may stay silent for a long time).
+            fut.await.map(|resp| {
+                resp.map(|b| {
+                    axum::body::Body::new(BusyBody {
+                        inner: b,
+                        _busy: busy,
+                    })
+                })
+            })
+        }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .serve_connection(io, svc)
-        .await;
+        .serve_connection(io, svc);
+    let Some(idle) = proxy.inner.opts.idle_timeout else {
+        let _ = conn.await;
+        return;
+    };
+    tokio::pin!(conn);
+    loop {
+        let wake = activity.deadline(idle);
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = tokio::time::sleep_until(wake) => {
+                if activity.is_idle(idle) {
+                    // Dropping the connection closes it.
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn listen_stream(mut tcp: TcpStream, addr: SocketAddr, h: &str, proxy: Proxy) {
@@ -187,10 +221,84 @@ async fn write_chunks(
     )
 }
 
-/// A TCP stream with bytes already read put back in front.
+/// When a connection last moved bytes, and how many requests it has in flight.
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: AtomicU64,
+    busy: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn deadline(&self, idle: Duration) -> tokio::time::Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.busy.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() >= self.deadline(idle)
+    }
+}
+
+/// Marks a request in flight until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: Arc<Activity>) -> Self {
+        a.busy.fetch_add(1, Ordering::SeqCst);
+        Self(a)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request marked busy until it is finished or dropped.
+struct BusyBody {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for BusyBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A TCP stream with bytes already read put back in front, recording activity.
 struct Prefixed {
     prefix: Bytes,
     inner: TcpStream,
+    activity: Arc<Activity>,
 }
 
 impl AsyncRead for Prefixed {
@@ -199,6 +307,7 @@ impl AsyncRead for Prefixed {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        self.activity.touch();
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             let head = self.prefix.split_to(n);
@@ -228,6 +337,7 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.activity.touch();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -510,3 +510,52 @@ async fn stream_limits_per_ip_and_global() {
         "other routes unaffected"
     );
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
+    use tokio::io::AsyncReadExt as _;
+    let opts = ProxyOptions {
+        timers: fast_timers(),
+        idle_timeout: Some(Duration::from_millis(700)),
+        ..ProxyOptions::default()
+    };
+    let s = start_with(opts, MemoryBackend::new()).await;
+    // Idle after one request: closed.
+    let mut idle = send_raw(s.addr, "GET", "/node/info", None, "").await;
+    let (st, h) = read_head(&mut idle).await.unwrap();
+    assert_eq!(st, 200);
+    let n: usize = h
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let mut b = vec![0u8; n];
+    idle.read_exact(&mut b).await.unwrap();
+    // A listen stream as the second request on a keep-alive connection (served by hyper): it
+    // stays open while silent, because its response is still in flight.
+    let mut busy = send_raw(s.addr, "GET", "/node/info", None, "").await;
+    read_head(&mut busy).await.unwrap();
+    let mut b = vec![0u8; n];
+    busy.read_exact(&mut b).await.unwrap();
+    busy.get_mut()
+        .write_all(format!("GET /key/{KEY}/listen HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_head(&mut busy).await.unwrap().0, 200);
+
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "idle connection closed by the server"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.dht
+        .inject(key_bytes(KEY), Value::plain(8, 0, b"late".to_vec(), ""));
+    assert!(
+        String::from_utf8_lossy(&next(&mut busy).await).contains("\"id\":\"8\""),
+        "busy stream still open"
+    );
+}
