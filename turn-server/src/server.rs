@@ -56,6 +56,18 @@ pub(crate) fn udp_send(sock: &Udp, data: &[u8], to: SocketAddr) -> bool {
 /// by hand so that a short batch clears it without the extra `EAGAIN` receive call.
 pub(crate) type Udp = tokio::io::unix::AsyncFd<std::net::UdpSocket>;
 
+/// Turns off the DF bit that quinn-udp's socket setup enables: RFC 8656 relays without DF unless
+/// the client asked for DONT-FRAGMENT, so a relayed datagram that grows past the path MTU (Data
+/// indication framing) is fragmented rather than dropped.
+pub(crate) fn allow_fragmentation(sock: &std::net::UdpSocket) {
+    use rustix::net::sockopt;
+    let _ = if sock.local_addr().is_ok_and(|a| a.is_ipv6()) {
+        sockopt::set_ipv6_mtu_discover(sock, sockopt::Ipv6PathMtuDiscovery::DONT)
+    } else {
+        sockopt::set_ip_mtu_discover(sock, sockopt::Ipv4PathMtuDiscovery::DONT)
+    };
+}
+
 /// Registers a UDP socket with the current runtime's reactor.
 pub(crate) fn register_udp(sock: std::net::UdpSocket) -> std::io::Result<Udp> {
     // `AsyncFd::new` is deprecated because a generic `T: AsRawFd` may change or close its fd;
@@ -922,6 +934,7 @@ impl Server {
                 let local = sock.local_addr().ok()?;
                 let state =
                     quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&sock)).ok()?;
+                allow_fragmentation(&sock);
                 let fd = register_udp(sock).ok()?;
                 return Some((RelayKind::Udp(Arc::new(fd), state), local));
             }
@@ -1308,6 +1321,30 @@ impl Server {
         if let Some(a) = self.allocs.read().get(owner) {
             let mut st = a.state.lock();
             st.tcp_conns = st.tcp_conns.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::net::sockopt;
+
+    #[test]
+    fn relay_sockets_do_not_set_df() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _state = quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&sock)).unwrap();
+        super::allow_fragmentation(&sock);
+        assert_eq!(
+            sockopt::ip_mtu_discover(&sock).unwrap(),
+            sockopt::Ipv4PathMtuDiscovery::DONT
+        );
+        if let Ok(v6) = std::net::UdpSocket::bind("[::1]:0") {
+            let _state = quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&v6)).unwrap();
+            super::allow_fragmentation(&v6);
+            assert_eq!(
+                sockopt::ipv6_mtu_discover(&v6).unwrap(),
+                sockopt::Ipv6PathMtuDiscovery::DONT
+            );
         }
     }
 }

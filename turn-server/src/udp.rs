@@ -19,6 +19,7 @@ pub(crate) async fn serve(server: Arc<Server>, sock: Arc<Udp>, local: SocketAddr
         tracing::error!("udp listener setup failed");
         return;
     };
+    crate::server::allow_fragmentation(sock.get_ref());
     let mut storage = vec![0u8; SLOT * BATCH_SIZE];
     let mut slices: Vec<IoSliceMut<'_>> = storage.chunks_mut(SLOT).map(IoSliceMut::new).collect();
     let mut metas = [RecvMeta::default(); BATCH_SIZE];
