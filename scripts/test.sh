@@ -11,6 +11,9 @@ export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 
 bash scripts/install-deps.sh
 
+# Some tests hold thousands of sockets open at once (10 000 half-open proxy listen streams).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== clippy (-D warnings), default features (what ships) and with the Ethereum backend"
