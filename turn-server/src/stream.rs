@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use waypost_protocol::stun::{Message, channel, frame_len};
 
-use crate::metrics::{Refusal, Transport};
+use crate::metrics::{Direction, Metrics, Refusal, Transport};
 use crate::server::{Action, FiveTuple, Server, Sink};
 
 /// Largest frame a client may send (a STUN message or ChannelData with padding).
@@ -38,17 +38,49 @@ pub(crate) async fn serve<S>(
     server.metrics.connection(transport, false);
     if let Some((client_stream, mut peer, owner, leftover, alloc_cancel)) = bound {
         // RFC 6062 data connection: raw bytes both ways until either side closes.
-        let mut client_stream = client_stream;
         let stop = server.stop.clone();
         if peer.write_all(&leftover).await.is_ok() {
+            if !leftover.is_empty() {
+                server.metrics.relayed(Direction::ToPeer, leftover.len());
+            }
+            let (client_rd, client_wr) = tokio::io::split(client_stream);
+            let (peer_rd, peer_wr) = peer.into_split();
+            let metrics = &server.metrics;
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = alloc_cancel.cancelled() => {}
-                _ = tokio::io::copy_bidirectional(&mut client_stream, &mut peer) => {}
+                _ = async {
+                    tokio::join!(
+                        pump(client_rd, peer_wr, metrics, Direction::ToPeer),
+                        pump(peer_rd, client_wr, metrics, Direction::ToClient),
+                    )
+                } => {}
             }
         }
         server.tcp_data_closed(&owner);
     }
+}
+
+/// Copies one direction of an RFC 6062 data connection, counting the relayed bytes as they go
+/// (so `/metrics` shows traffic on long-lived connections), then half-closes the writer.
+async fn pump<R, W>(mut rd: R, mut wr: W, metrics: &Metrics, dir: Direction)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if wr.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                metrics.relayed(dir, n);
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
 }
 
 type Bound<S> = (

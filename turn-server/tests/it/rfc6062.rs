@@ -19,7 +19,11 @@ fn tcp_transport() -> A {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_attempt_then_connection_bind() {
-    let srv = start(test_config(), false).await;
+    let cfg = waypost_turn_server::TurnConfig {
+        admin_listen: waypost_net::config::AdminAddr::At("127.0.0.1:0".parse().unwrap()),
+        ..test_config()
+    };
+    let srv = start(cfg, false).await;
     let mut ctrl = TcpStream::connect(srv.addr).await.unwrap();
     let mut creds = None;
     let resp = tcp_request(
@@ -116,6 +120,18 @@ async fn connection_attempt_then_connection_bind() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"from-client");
+    // The relayed bytes of data connections count in the metrics, as they flow.
+    let metrics = metrics_text(srv.admin.unwrap()).await;
+    let value = |dir: &str| -> u64 {
+        let key = format!("waypost_turn_relayed_bytes_total{{direction=\"{dir}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in:\n{metrics}"))
+    };
+    assert!(value("ToClient") >= 9, "{metrics}");
+    assert!(value("ToPeer") >= 11, "{metrics}");
     // The same ID cannot be bound twice.
     let mut again = TcpStream::connect(srv.addr).await.unwrap();
     let mut acreds = None;
@@ -139,4 +155,14 @@ async fn connection_attempt_then_connection_bind() {
         "peer side closed with the allocation"
     );
     srv.stop().await;
+}
+
+async fn metrics_text(admin: std::net::SocketAddr) -> String {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
 }
