@@ -16,6 +16,7 @@ PACKAGES=(
   iproute2 nftables procps         # network namespaces, firewall rules, sysctl and kill
   wrk                              # HTTP load generator for benchmarks
   openssl                          # independent RSA cross-check in the name registrar tests
+  python3-venv systemd             # deployment checks: hadolint/helm/kubernetes-validate venv, systemd-analyze
   nodejs npm                       # anvil and solc-js for the Ethereum bridge tests
 )
 missing=()

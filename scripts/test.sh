@@ -16,7 +16,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== clippy (-D warnings), default features (what ships) and with the Ethereum backend"
+echo "== clippy (-D warnings), default features and with the Ethereum backend (the release build ships it)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo clippy --locked --workspace --all-targets --features waypost-nameserver/eth -- -D warnings
 echo "== sans-IO check"

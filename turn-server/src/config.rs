@@ -52,9 +52,13 @@ waypost_net::layered_config! {
         /// Extra peer range to deny (repeatable).
         #[arg(long = "denied-peer", env = "WAYPOST_TURN_DENIED_PEER", value_delimiter = ',')]
         pub denied_peer: Vec<IpNet> = Vec::new(),
-        /// Admin HTTP listener (/metrics, /healthz, /readyz), loopback only, or `off`.
+        /// Admin HTTP listener (/metrics, /healthz, /readyz), or `off`. Loopback only unless
+        /// `admin-public` is set.
         #[arg(long, env = "WAYPOST_TURN_ADMIN_LISTEN")]
         pub admin_listen: AdminAddr = AdminAddr::Off,
+        /// Allow a non-loopback admin listener (for example a pod IP scraped by Prometheus).
+        #[arg(long, env = "WAYPOST_TURN_ADMIN_PUBLIC", num_args = 0..=1, default_missing_value = "true")]
+        pub admin_public: bool = false,
         /// Maximum allocations per client IP (IPv6: per /64).
         #[arg(long, env = "WAYPOST_TURN_MAX_ALLOCATIONS_PER_IP")]
         pub max_allocations_per_ip: u32 = 128,
@@ -247,7 +251,7 @@ impl TurnConfig {
         if self.auth_secret.iter().any(String::is_empty) {
             return Err(invalid("auth-secret must not be empty"));
         }
-        waypost_net::config::check_admin_addr(self.admin_listen, false)
+        waypost_net::config::check_admin_addr(self.admin_listen, self.admin_public)
             .map_err(|e| TurnError::Config(e.to_string()))?;
         if self.max_lifetime < 60 {
             return Err(invalid("max-lifetime must be at least 60 seconds"));

@@ -225,6 +225,22 @@ fn invalid_config_exits_64_with_one_line() {
         assert_eq!(code, Some(64), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
+    // A public admin listener is allowed only with the explicit opt-in.
+    let out = Command::new(env!("CARGO_BIN_EXE_turn-server"))
+        .args([
+            "--admin-listen",
+            "0.0.0.0:9100",
+            "--admin-public",
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("turn.toml");
     std::fs::write(&f, "realm = \"ring\"\nbogus = 1\n").unwrap();
