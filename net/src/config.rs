@@ -151,8 +151,25 @@ pub fn read_layer<L: for<'de> Deserialize<'de>>(path: &Path) -> Result<L, NetErr
 }
 
 /// Parses TOML text into a layer, rejecting unknown keys.
+///
+/// The error names the line and what is wrong, but never quotes the file: toml's own rendering
+/// shows the offending source line, which may hold a password or shared secret.
 pub fn parse_layer<L: for<'de> Deserialize<'de>>(text: &str) -> Result<L, NetError> {
-    toml::from_str(text).map_err(|e| NetError::ConfigParse(one_line(&e.to_string())))
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|span| {
+            let start = span.start.min(text.len());
+            text.as_bytes()[..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        });
+        let msg = one_line(e.message());
+        NetError::ConfigParse(match line {
+            Some(line) => format!("line {line}: {msg}"),
+            None => msg,
+        })
+    })
 }
 
 /// Resolves defaults < file < command line (which includes the environment).
@@ -302,6 +319,19 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("bogus-key"), "{msg}");
         assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn parse_errors_give_the_line_but_never_quote_the_file() {
+        let err = parse_layer::<TestLayer>("realm = \"ring\"\nrealm2 = \"s3cr3t-value\n")
+            .err()
+            .expect("unterminated string must fail")
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(
+            !err.contains("s3cr3t-value"),
+            "the error quotes the file: {err}"
+        );
     }
 
     #[test]
