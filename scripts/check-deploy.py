@@ -651,6 +651,9 @@ def check_manifests(label, values, docs, kv, configs_out) -> None:
         check(port_of(cfg["admin-listen"]) == admin_port, f"{where}: admin-listen {cfg['admin-listen']}")
         public_admin = not cfg["admin-listen"].startswith("127.")
         check(public_admin == bool(cfg.get("admin-public")), f"{where}: admin-public with a non-loopback admin")
+        # On the host network the pod address is the node's public address and no NetworkPolicy
+        # applies: the admin listener must stay on loopback there.
+        check(not (host and public_admin), f"{where}: hostNetwork pod binds its admin listener publicly")
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
                             ("startupProbe", "/healthz")):
             p = c.get(probe, {})

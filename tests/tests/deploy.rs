@@ -226,9 +226,9 @@ fn check_config_catches_an_unknown_key() {
     );
 }
 
-/// The chart keeps the admin listener on loopback (exec probes, no scraping) for servers without
-/// an `admin-public` key, and binds it publicly for the others: the table in the chart must match
-/// the servers' configuration structs.
+/// The chart binds the admin listener publicly (httpGet probes, Prometheus scraping) exactly for
+/// the servers that have an `admin-public` key: the table in the chart must match the servers'
+/// configuration structs.
 #[test]
 fn chart_admin_table_matches_the_servers_config_keys() {
     let root = root();
@@ -251,29 +251,21 @@ fn chart_admin_table_matches_the_servers_config_keys() {
                 has_admin_public |= text.contains("pub admin_public:");
             }
         }
-        if !has_config {
-            let _ = writeln!(
-                std::io::stdout(),
-                "SKIP: {bin} has no layered_config! yet; its chart admin entry is unchecked"
-            );
-            continue;
-        }
+        assert!(
+            has_config,
+            "{bin}: no layered_config! found under {pkg_dir}/src"
+        );
         let chart_public = table.contains(&format!("\"{bin}\" true"));
         assert!(
             table.contains(&format!("\"{bin}\" ")),
             "{bin} missing from the chart's admin table: {table}"
         );
-        // A public admin listener needs the server's admin-public key; the other way round the
-        // chart merely keeps the admin listener on loopback (exec probes), which still works.
-        assert!(
-            !chart_public || has_admin_public,
-            "the chart binds {bin}'s admin listener publicly, but {bin} has no admin-public key"
+        // Both directions: a public admin listener needs the server's admin-public key, and a
+        // server that has the key gets its admin port bound publicly so Prometheus can scrape it
+        // (the NetworkPolicy confines it to `networkPolicy.adminFrom`).
+        assert_eq!(
+            chart_public, has_admin_public,
+            "{bin}: chart admin table says public={chart_public}, server has admin-public={has_admin_public}"
         );
-        if has_admin_public && !chart_public {
-            let _ = writeln!(
-                std::io::stdout(),
-                "NOTE: {bin} now has admin-public; the chart could bind its admin port publicly"
-            );
-        }
     }
 }

@@ -73,17 +73,28 @@ seccompProfile:
 
 {{/*
 Servers whose admin listener may bind a non-loopback address (they have the `admin-public` key).
-The others keep it on loopback: probes then run busybox wget inside the pod, and Prometheus
-cannot scrape them. tests/tests/deploy.rs checks this table against the servers' config structs.
+Any server without the key would keep it on loopback: probes then run busybox wget inside the
+pod, and Prometheus could not scrape it (all four servers have the key today). tests/tests/deploy.rs checks this table against the servers' config structs.
 */}}
 {{- define "waypost.adminPublic" -}}
-{{- $t := dict "nameserver" true "dht-proxy" true "turn-server" false "dht-node" true -}}
+{{- $t := dict "nameserver" true "dht-proxy" true "turn-server" true "dht-node" true -}}
 {{- if get $t . }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Whether this deployment binds its admin listener on the pod address: (dict "root" $ "server" "x").
+Never for TURN in hostNetwork mode, where the pod address is the node's public address and no
+NetworkPolicy applies: there it stays on loopback with exec probes.
+*/}}
+{{- define "waypost.adminExposed" -}}
+{{- if include "waypost.adminPublic" .server -}}
+{{- if not (and (eq .server "turn-server") (eq .root.Values.turn.mode "hostNetwork")) }}true{{ end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* TOML keys of the admin listener: (dict "root" $ "server" "x") as a YAML map. */}}
 {{- define "waypost.adminKeys" -}}
-{{- if include "waypost.adminPublic" .server -}}
+{{- if include "waypost.adminExposed" . -}}
 admin-listen: {{ printf "0.0.0.0:%d" (int .root.Values.admin.port) | quote }}
 admin-public: true
 {{- else -}}
@@ -93,7 +104,7 @@ admin-listen: {{ printf "127.0.0.1:%d" (int .root.Values.admin.port) | quote }}
 
 {{/* One probe on the admin endpoint: (dict "root" $ "server" "x" "path" "/healthz") */}}
 {{- define "waypost.probeAction" -}}
-{{- if include "waypost.adminPublic" .server -}}
+{{- if include "waypost.adminExposed" . -}}
 httpGet:
   path: {{ .path }}
   port: admin
@@ -144,7 +155,7 @@ tolerations:
 
 {{/* Admin Service (ClusterIP, metrics only) for one server: (dict "root" $ "server" "x") */}}
 {{- define "waypost.adminService" -}}
-{{- if include "waypost.adminPublic" .server -}}
+{{- if include "waypost.adminExposed" . -}}
 apiVersion: v1
 kind: Service
 metadata:
