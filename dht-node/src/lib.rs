@@ -152,6 +152,8 @@ pub struct NodeOptions {
     pub bootstrap: Vec<SocketAddr>,
     /// Fixed node id (random if `None`).
     pub node_id: Option<InfoHash>,
+    /// How long a get or put waits for nodes (while none is reachable) before failing.
+    pub op_timeout: Duration,
 }
 
 impl Default for NodeOptions {
@@ -163,6 +165,7 @@ impl Default for NodeOptions {
             rate_limit: 8192,
             bootstrap: Vec::new(),
             node_id: None,
+            op_timeout: waypost_protocol::dht::engine::DEFAULT_OP_TIMEOUT,
         }
     }
 }
@@ -210,6 +213,7 @@ pub fn validate(cfg: &NodeConfig) -> Result<Runtime, NodeError> {
             rate_limit: cfg.rate_limit,
             bootstrap: Vec::new(),
             node_id: None,
+            ..NodeOptions::default()
         },
         admin: cfg.admin_listen,
         interactive: cfg.interactive,
@@ -302,6 +306,7 @@ pub fn spawn(
         ipv4,
         ipv6,
         filter_martians: true,
+        op_timeout: opts.op_timeout,
     };
     use rand::SeedableRng as _;
     let rng = Box::new(rand::rngs::StdRng::from_os_rng());

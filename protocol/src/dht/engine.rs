@@ -19,9 +19,10 @@ use super::msg::{
 };
 use super::routing::{NodeCounts, RoutingTable};
 use super::storage::{
-    RefreshOutcome, Removed, Storage, StorageLimits, StoreOutcome, effective_type, type_expiration,
+    IP_SERVICE_TYPE, RefreshOutcome, Removed, Storage, StorageLimits, StoreOutcome, effective_type,
+    ip_service_rewrite, type_expiration,
 };
-use super::value::{MAX_VALUE_SIZE, Query, Value};
+use super::value::{Field, FieldValue, MAX_VALUE_SIZE, Query, Value, parse_fields};
 
 /// Search nodes kept per search.
 pub const SEARCH_NODES: usize = 14;
@@ -49,6 +50,15 @@ const BUCKET_IDLE: Duration = Duration::from_secs(600);
 /// Bootstrap retry, first period and cap.
 const BOOTSTRAP_FIRST: Duration = Duration::from_secs(10);
 const BOOTSTRAP_MAX: Duration = Duration::from_secs(24 * 3600);
+/// While a family has no good node, its expired nodes are pinged again (first period, cap).
+const RECHECK_FIRST: Duration = Duration::from_secs(10);
+const RECHECK_MAX: Duration = Duration::from_secs(600);
+/// Expired nodes pinged per connectivity check.
+const RECHECK_NODES: usize = 8;
+/// A permanent put is refreshed this long before the storing node would expire it.
+const REFRESH_MARGIN: Duration = Duration::from_secs(10);
+/// Default for [`Config::op_timeout`].
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Identifies a client operation.
 pub type OpId = u64;
@@ -72,6 +82,9 @@ pub struct Config {
     pub ipv6: bool,
     /// Drop martian sources (disable only for exotic test setups).
     pub filter_martians: bool,
+    /// How long a get or put may wait for nodes (e.g. while every known node is expired)
+    /// before it reports failure. Listens wait until cancelled.
+    pub op_timeout: Duration,
 }
 
 impl Default for Config {
@@ -85,6 +98,7 @@ impl Default for Config {
             ipv4: true,
             ipv6: true,
             filter_martians: true,
+            op_timeout: DEFAULT_OP_TIMEOUT,
         }
     }
 }
@@ -205,7 +219,12 @@ pub fn is_martian(addr: &SocketAddr) -> bool {
 enum Purpose {
     Ping,
     Search(u64),
+    /// A full `put` of a put op's value.
     Announce(OpId),
+    /// The `get` (id + seq of our value) that precedes a permanent put's refresh.
+    Probe(OpId),
+    /// A permanent put's `refresh`.
+    Refresh(OpId),
     Listen(OpId),
     Update,
 }
@@ -238,6 +257,28 @@ struct SNode {
     queried: bool,
     pending: bool,
     failed: bool,
+    /// When it was marked failed (a later reply to anything revives it).
+    failed_at: Option<Instant>,
+}
+
+impl SNode {
+    fn new(id: InfoHash, addr: SocketAddr) -> Self {
+        Self {
+            id,
+            addr,
+            token: None,
+            replied: None,
+            queried: false,
+            pending: false,
+            failed: false,
+            failed_at: None,
+        }
+    }
+
+    fn fail(&mut self, now: Instant) {
+        self.failed = true;
+        self.failed_at = Some(now);
+    }
 }
 
 enum SearchMode {
@@ -250,7 +291,11 @@ struct Search {
     family: usize,
     mode: SearchMode,
     nodes: Vec<SNode>,
+    /// Synced (or nothing left to ask and no node to wait for).
     done: bool,
+    /// No live node, but nodes are expected (expired ones in the table, or bootstrap nodes):
+    /// the search waits for them instead of failing.
+    waiting: bool,
     last_activity: Instant,
     /// Ops (put/listen) that use this search.
     users: HashSet<OpId>,
@@ -260,15 +305,17 @@ struct Search {
 struct PeerOpState {
     pending: bool,
     acked: bool,
+    /// Last request sent (put: the full put, or the probe that started a refresh).
     last: Option<Instant>,
     failed: bool,
     sid: u32,
+    /// Put: the token of the node's latest reply (for the put that follows a probe).
+    token: Option<Vec<u8>>,
 }
 
 enum OpKind {
     Get {
         seen: HashMap<u64, u16>,
-        searches_left: usize,
         any_reply: bool,
     },
     Put {
@@ -282,8 +329,6 @@ enum OpKind {
         families: [bool; 2],
         /// Completion already reported.
         reported: bool,
-        /// Per family: next re-announce of a permanent put.
-        next_refresh: [Instant; 2],
     },
     Listen {
         query: Query,
@@ -296,6 +341,8 @@ struct Op {
     key: InfoHash,
     searches: Vec<u64>,
     kind: OpKind,
+    /// Gets and puts report failure at this time if still waiting for nodes.
+    deadline: Option<Instant>,
 }
 
 /// The DHT engine. See the module documentation.
@@ -326,6 +373,9 @@ pub struct Dht {
     next_bootstrap: Instant,
     bootstrap_period: Duration,
     was_connected: [bool; 2],
+    /// Per family: next ping of expired nodes while no node is good, and its period.
+    next_recheck: [Instant; 2],
+    recheck_period: [Duration; 2],
     blacklist: HashSet<SocketAddr>,
     rate_window: Instant,
     rate_ip: HashMap<IpAddr, u32>,
@@ -376,6 +426,8 @@ impl Dht {
             next_bootstrap: now,
             bootstrap_period: BOOTSTRAP_FIRST,
             was_connected: [false; 2],
+            next_recheck: [now; 2],
+            recheck_period: [RECHECK_FIRST; 2],
             blacklist: HashSet::new(),
             rate_window: now,
             rate_ip: HashMap::new(),
@@ -704,12 +756,16 @@ impl Dht {
                     self.stats.queries[kind_index(kind)][2] += 1;
                     return;
                 }
-                let is_new = !msg.is_client
-                    && self.tables[fam(&from)].heard_new(args.id, from, now, false) == Some(true);
                 let node = args.id;
+                let confirm = !msg.is_client && {
+                    let t = &mut self.tables[fam(&from)];
+                    let is_new = t.heard_new(node, from, now, false) == Some(true);
+                    // A new node, or an expired one talking to us again (e.g. after rate
+                    // limiting us): confirm it with a ping so it can become good.
+                    is_new || t.get(&node).is_some_and(|n| n.expired && !n.pinging)
+                };
                 self.on_query(now, socket, from, tid, kind, args);
-                if is_new && self.requests.len() < 4096 {
-                    // A new node: confirm it with a ping so it can become good.
+                if confirm && self.requests.len() < 4096 {
                     if let Some(n) = self.tables[fam(&from)].get_mut(&node) {
                         n.pinging = true;
                     }
@@ -952,7 +1008,8 @@ impl Dht {
                     return;
                 };
                 if !self.token_ok(&from, a.token.as_ref()) {
-                    self.error(from, socket, tid, 401, "Refresh with wrong token");
+                    // dhtnode 2.4.12 answers a bad refresh token with this very text (observed).
+                    self.error(from, socket, tid, 401, "Put with wrong token");
                     self.stats.queries[ki][1] += 1;
                     return;
                 }
@@ -1020,7 +1077,14 @@ impl Dht {
                 .is_some_and(|(far, _)| h.xor_cmp(far, &self.id) == std::cmp::Ordering::Less);
         for v in values {
             let vid = v.id;
-            if !too_far {
+            // IP service announcements store the sender's address (A.12); invalid ones are
+            // refused (and still acknowledged, as every put).
+            let v = if !v.is_encrypted() && v.vtype == IP_SERVICE_TYPE {
+                ip_service_rewrite(&v, from.ip())
+            } else {
+                Some(v)
+            };
+            if let (false, Some(v)) = (too_far, v) {
                 self.store_and_notify(now, &h, v, created, Some(from.ip()));
             }
             let mut r = Args::new(self.id);
@@ -1200,31 +1264,107 @@ impl Dht {
                 }
                 self.on_search_reply(now, sid, a, learned)
             }
-            Purpose::Announce(op) => {
-                if let Some(Op {
-                    kind: OpKind::Put { peers, .. },
-                    ..
-                }) = self.ops.get_mut(&op)
-                {
-                    if let Some(p) = peers.get_mut(&(f, a.id)) {
-                        p.pending = false;
-                        p.acked = true;
-                    }
+            Purpose::Announce(op) | Purpose::Refresh(op) | Purpose::Listen(op) => {
+                if let Some(p) = self.peer_mut(op, f, &a.id) {
+                    p.pending = false;
+                    p.acked = true;
                 }
-                self.step_ops_of(now, op);
-            }
-            Purpose::Listen(op) => {
-                if let Some(Op {
-                    kind: OpKind::Listen { peers, .. },
-                    ..
-                }) = self.ops.get_mut(&op)
-                {
-                    if let Some(p) = peers.get_mut(&(f, a.id)) {
-                        p.pending = false;
-                        p.acked = true;
-                    }
+                if !matches!(req.purpose, Purpose::Listen(_)) {
+                    self.step_ops_of(now, op);
                 }
             }
+            Purpose::Probe(op) => self.on_probe_reply(now, op, f, from, a),
+        }
+    }
+
+    /// The per-node state of a put or listen op.
+    fn peer_mut(&mut self, op: OpId, f: usize, node: &InfoHash) -> Option<&mut PeerOpState> {
+        match &mut self.ops.get_mut(&op)?.kind {
+            OpKind::Put { peers, .. } | OpKind::Listen { peers, .. } => peers.get_mut(&(f, *node)),
+            OpKind::Get { .. } => None,
+        }
+    }
+
+    /// A storing node answered the probe of a permanent put: `refresh` if it still holds our
+    /// value (same id, seq not lower), else the full value again (A.14).
+    fn on_probe_reply(&mut self, now: Instant, op: OpId, f: usize, from: SocketAddr, a: Args) {
+        let Some(Op {
+            key,
+            kind: OpKind::Put { value, peers, .. },
+            ..
+        }) = self.ops.get_mut(&op)
+        else {
+            return;
+        };
+        let Some(p) = peers.get_mut(&(f, a.id)) else {
+            return;
+        };
+        if a.token.is_some() {
+            p.token = a.token.clone();
+        }
+        let (vid, seq) = (value.id, value.seq);
+        let holds = match (&a.fields, &a.values) {
+            (Some(fields), _) => parse_fields(fields).is_some_and(|rows| {
+                rows.iter()
+                    .any(|r| r.id == Some(vid) && r.seq.is_some_and(|s| s >= u64::from(seq)))
+            }),
+            // Nodes may answer with full values (backward compatibility, A.9).
+            (None, Some(WireValues::Values(vs))) => vs.iter().any(|v| v.id == vid && v.seq >= seq),
+            _ => false,
+        };
+        let (key, token) = (*key, p.token.clone());
+        match (holds, token) {
+            (true, Some(token)) => {
+                let mut r = Args::new(self.id);
+                r.h = Some(key);
+                r.vid = Some(vid);
+                r.token = Some(token);
+                if self
+                    .send_request(now, from, a.id, QueryKind::Refresh, r, Purpose::Refresh(op))
+                    .is_none()
+                {
+                    self.clear_peer_pending(op, f, a.id, true);
+                }
+            }
+            _ => self.send_full_put(now, op, f, a.id, from),
+        }
+    }
+
+    /// Sends the whole value of put `op` to a node again (it lacks the value, or answered a
+    /// probe or refresh with an error), with the node's latest token.
+    fn send_full_put(&mut self, now: Instant, op: OpId, f: usize, node: InfoHash, to: SocketAddr) {
+        let unix = self.unix(now);
+        let Some(Op {
+            key,
+            kind:
+                OpKind::Put {
+                    value,
+                    permanent,
+                    created,
+                    peers,
+                    ..
+                },
+            ..
+        }) = self.ops.get_mut(&op)
+        else {
+            return;
+        };
+        let Some(p) = peers.get_mut(&(f, node)) else {
+            return;
+        };
+        let Some(token) = p.token.clone() else {
+            // No token to use: the next step puts it with the search's token.
+            p.pending = false;
+            p.acked = false;
+            return;
+        };
+        let a = announce_args(self.id, *key, value, *permanent, *created, unix, token);
+        p.pending = true;
+        if self
+            .send_request(now, to, node, QueryKind::Put, a, Purpose::Announce(op))
+            .is_none()
+        {
+            self.clear_peer_pending(op, f, node, true);
         }
     }
 
@@ -1241,7 +1381,13 @@ impl Dht {
         let f = fam(&from);
         let node = req.node;
         match (code, req.purpose) {
-            (401, Purpose::Announce(op) | Purpose::Listen(op)) => {
+            (
+                401,
+                Purpose::Announce(op)
+                | Purpose::Probe(op)
+                | Purpose::Refresh(op)
+                | Purpose::Listen(op),
+            ) => {
                 if let Some(n) = self.tables[f].get_mut(&node) {
                     n.auth_errors += 1;
                     if n.auth_errors > 3 {
@@ -1264,16 +1410,24 @@ impl Dht {
                         s.done = false;
                     }
                 }
-                self.clear_peer_pending(op, f, node, false);
+                // A refresh that hit a stale token becomes a full put once the node gave a
+                // new one.
+                let reset_ack = matches!(req.purpose, Purpose::Probe(_) | Purpose::Refresh(_));
+                self.clear_peer_pending(op, f, node, reset_ack);
                 self.step_all_searches(now);
             }
             (_, Purpose::Search(s)) => {
                 if let Some(s) = self.searches.get_mut(&s) {
                     if let Some(n) = s.nodes.iter_mut().find(|n| n.id == node) {
                         n.pending = false;
-                        n.failed = true;
+                        n.fail(now);
                     }
                 }
+            }
+            // 404 (no storage for the key) or any other error to a probe or refresh: the
+            // node gets the whole value again.
+            (_, Purpose::Probe(op) | Purpose::Refresh(op)) => {
+                self.send_full_put(now, op, f, node, from);
             }
             (_, Purpose::Announce(op) | Purpose::Listen(op)) => {
                 self.clear_peer_pending(op, f, node, false);
@@ -1429,6 +1583,7 @@ impl Dht {
                 mode,
                 nodes: vec![],
                 done: false,
+                waiting: false,
                 last_activity: now,
                 users: HashSet::new(),
             },
@@ -1473,7 +1628,6 @@ impl Dht {
         for f in self.families() {
             searches.push(self.new_search(now, key, f, SearchMode::Get(op, query.clone())));
         }
-        let n = searches.len();
         self.ops.insert(
             op,
             Op {
@@ -1481,9 +1635,9 @@ impl Dht {
                 searches,
                 kind: OpKind::Get {
                     seen,
-                    searches_left: n,
                     any_reply: false,
                 },
+                deadline: Some(now + self.cfg.op_timeout),
             },
         );
         self.step_all_searches(now);
@@ -1510,7 +1664,6 @@ impl Dht {
             searches.push(self.find_search(now, key, f, op));
         }
         let created = self.unix(now);
-        let life = type_expiration(effective_type(&value));
         self.ops.insert(
             op,
             Op {
@@ -1524,8 +1677,8 @@ impl Dht {
                     done: [false; 2],
                     families: [self.cfg.ipv4, self.cfg.ipv6],
                     reported: false,
-                    next_refresh: [now + life.saturating_sub(Duration::from_secs(10)); 2],
                 },
+                deadline: Some(now + self.cfg.op_timeout),
             },
         );
         self.step_all_searches(now);
@@ -1558,6 +1711,7 @@ impl Dht {
                     peers: HashMap::new(),
                     cache,
                 },
+                deadline: None,
             },
         );
         self.step_all_searches(now);
@@ -1634,22 +1788,14 @@ impl Dht {
                 n.replied = Some(now);
                 n.token = a.token.clone();
                 if a.token.is_none() {
-                    n.failed = true; // never use a node that gives no token
+                    n.fail(now); // never use a node that gives no token
                 }
             }
             for (id, addr) in learned {
                 if fam(&addr) != fam_s || id == own || s.nodes.iter().any(|n| n.id == id) {
                     continue;
                 }
-                s.nodes.push(SNode {
-                    id,
-                    addr,
-                    token: None,
-                    replied: None,
-                    queried: false,
-                    pending: false,
-                    failed: false,
-                });
+                s.nodes.push(SNode::new(id, addr));
             }
             let t = s.target;
             s.nodes.sort_by(|x, y| t.xor_cmp(&x.id, &y.id));
@@ -1687,24 +1833,45 @@ impl Dht {
         self.step_search(now, sid);
     }
 
+    /// Whether nodes of family `f` may show up: some are known (even expired) or a bootstrap
+    /// node of that family is configured. Ops then wait for them instead of failing at once.
+    fn expects_nodes(&self, f: usize) -> bool {
+        !self.tables[f].is_empty() || self.bootstrap_nodes.iter().any(|a| fam(a) == f)
+    }
+
     fn step_search(&mut self, now: Instant, sid: u64) {
         let own = self.id;
+        let Some(family) = self.searches.get(&sid).map(|s| s.family) else {
+            return;
+        };
+        let expects = self.expects_nodes(family);
         let Some(s) = self.searches.get_mut(&sid) else {
             return;
         };
-        // Seed from the routing table.
+        let table = &self.tables[family];
+        // Seed from the routing table; failed nodes that answered us since are tried again.
+        let mut revived = Vec::new();
         if s.nodes.iter().filter(|n| !n.failed).count() < SEARCH_NODES {
-            for (id, addr) in self.tables[s.family].closest_alive(&s.target, SEARCH_NODES) {
-                if id != own && !s.nodes.iter().any(|n| n.id == id) {
-                    s.nodes.push(SNode {
-                        id,
-                        addr,
-                        token: None,
-                        replied: None,
-                        queried: false,
-                        pending: false,
-                        failed: false,
-                    });
+            for (id, addr) in table.closest_alive(&s.target, SEARCH_NODES) {
+                if id == own {
+                    continue;
+                }
+                match s.nodes.iter_mut().find(|n| n.id == id) {
+                    None => s.nodes.push(SNode::new(id, addr)),
+                    Some(n) => {
+                        let answered_since = table
+                            .get(&id)
+                            .and_then(|t| t.reply_time)
+                            .is_some_and(|r| n.failed_at.is_none_or(|f| r > f));
+                        if n.failed
+                            && !n.pending
+                            && answered_since
+                            && !self.blacklist.contains(&addr)
+                        {
+                            *n = SNode::new(id, addr);
+                            revived.push(id);
+                        }
+                    }
                 }
             }
             let t = s.target;
@@ -1741,11 +1908,13 @@ impl Dht {
                 SearchMode::Find => None,
             },
         );
-        let want = match s.family {
+        let want = match family {
             0 => vec![AF_INET],
             _ => vec![AF_INET6],
         };
-        // Synced: the closest (up to 8) live nodes all replied. Exhausted: nothing left to ask.
+        // Synced: the closest (up to 8) live nodes all replied. Without any live node the
+        // search waits for nodes if some may come (A.14: the reference keeps it alive), else
+        // it is over.
         let live: Vec<&SNode> = s
             .nodes
             .iter()
@@ -1754,16 +1923,15 @@ impl Dht {
             .collect();
         let synced = !live.is_empty() && live.iter().all(|n| n.replied.is_some());
         let exhausted = in_flight == 0 && s.nodes.iter().filter(|n| !n.failed).all(|n| n.queried);
-        let became_done = (synced || exhausted) && !s.done;
-        if synced || exhausted {
-            s.done = true;
-        }
+        s.waiting = live.is_empty() && expects;
+        let was_done = s.done;
+        s.done = synced || (exhausted && !s.waiting);
+        let became_done = s.done && !was_done;
         let get_op = match &s.mode {
             SearchMode::Get(op, _) => Some(*op),
             SearchMode::Find => None,
         };
         let users: Vec<OpId> = s.users.iter().copied().collect();
-        let family = s.family;
         let ready: Vec<(InfoHash, SocketAddr, Vec<u8>)> = s
             .nodes
             .iter()
@@ -1772,6 +1940,11 @@ impl Dht {
             .take(ANNOUNCE_NODES)
             .collect();
         let done_now = s.done;
+        for op in &users {
+            for id in &revived {
+                self.reset_peer(*op, family, id);
+            }
+        }
         for (id, addr) in to_send {
             let mut a = Args::new(self.id);
             a.want = Some(want.clone());
@@ -1793,31 +1966,15 @@ impl Dht {
                     .and_then(|s| s.nodes.iter_mut().find(|n| n.id == id))
                 {
                     n.pending = false;
-                    n.failed = true;
+                    n.fail(now);
                 }
             }
         }
         if let Some(op) = get_op {
             if became_done {
                 self.searches.remove(&sid);
-                if let Some(Op {
-                    kind:
-                        OpKind::Get {
-                            searches_left,
-                            any_reply,
-                            ..
-                        },
-                    ..
-                }) = self.ops.get_mut(&op)
-                {
-                    *searches_left = searches_left.saturating_sub(1);
-                    if *searches_left == 0 {
-                        let ok = *any_reply;
-                        self.ops.remove(&op);
-                        self.events.push_back(Event::Done { op, ok });
-                    }
-                }
             }
+            self.check_get_done(op);
             return;
         }
         if !done_now {
@@ -1826,9 +1983,70 @@ impl Dht {
         for op in users {
             self.drive_op(now, op, family, &ready);
         }
-        if done_now && self.searches.get(&sid).is_some_and(|s| s.users.is_empty()) {
+        if self.searches.get(&sid).is_some_and(|s| s.users.is_empty()) {
             self.searches.remove(&sid);
         }
+    }
+
+    /// A node of `op` came back after failing: it starts over (a put sends it the whole
+    /// value, a listen listens again with the same socket id).
+    fn reset_peer(&mut self, op: OpId, f: usize, node: &InfoHash) {
+        if let Some(p) = self.peer_mut(op, f, node) {
+            if !p.pending {
+                *p = PeerOpState {
+                    sid: p.sid,
+                    ..PeerOpState::default()
+                };
+            }
+        }
+    }
+
+    /// Ends a get whose searches are all over, or whose remaining searches wait for nodes
+    /// while another family already answered.
+    fn check_get_done(&mut self, op: OpId) {
+        let Some(Op {
+            searches,
+            kind: OpKind::Get { any_reply, .. },
+            ..
+        }) = self.ops.get(&op)
+        else {
+            return;
+        };
+        let mut left = searches
+            .iter()
+            .filter_map(|s| self.searches.get(s))
+            .peekable();
+        let over = left.peek().is_none() || (*any_reply && left.all(|s| s.waiting));
+        if over {
+            self.finish_get(op);
+        }
+    }
+
+    fn finish_get(&mut self, op: OpId) {
+        if let Some(o) = self.ops.remove(&op) {
+            for s in &o.searches {
+                self.searches.remove(s);
+            }
+            let ok = matches!(
+                o.kind,
+                OpKind::Get {
+                    any_reply: true,
+                    ..
+                }
+            );
+            self.events.push_back(Event::Done { op, ok });
+        }
+    }
+
+    /// Search families of `op` that wait for nodes.
+    fn waiting_families(&self, op: OpId) -> [bool; 2] {
+        let mut w = [false; 2];
+        if let Some(o) = self.ops.get(&op) {
+            for s in o.searches.iter().filter_map(|s| self.searches.get(s)) {
+                w[s.family] |= s.waiting;
+            }
+        }
+        w
     }
 
     /// Sends announces / listens of `op` to the ready nodes of one family.
@@ -1839,6 +2057,9 @@ impl Dht {
         family: usize,
         ready: &[(InfoHash, SocketAddr, Vec<u8>)],
     ) {
+        let waiting = self.waiting_families(op);
+        let unix = self.unix(now);
+        let me = self.id;
         let Some(o) = self.ops.get_mut(&op) else {
             return;
         };
@@ -1855,56 +2076,64 @@ impl Dht {
                 done,
                 families,
                 reported,
-                next_refresh,
             } => {
-                let refresh_due = *permanent && done[family] && now >= next_refresh[family];
-                if refresh_due {
-                    next_refresh[family] = now
-                        + type_expiration(effective_type(value))
-                            .saturating_sub(Duration::from_secs(10));
-                }
+                let refresh_after =
+                    type_expiration(effective_type(value)).saturating_sub(REFRESH_MARGIN);
                 for (id, addr, token) in ready {
                     let p = peers.entry((family, *id)).or_default();
                     if p.pending {
                         continue;
                     }
-                    // Permanent puts are kept alive by re-sending the whole value before it
-                    // expires: identical content is a refresh for the storing node, and a node
-                    // that lost it stores it again (no probe/refresh round trip needed).
-                    if (!p.acked && !p.failed) || refresh_due {
-                        let mut a = Args::new(InfoHash::ZERO);
-                        a.h = Some(key);
-                        a.values = Some(WireValues::Values(vec![(**value).clone()]));
-                        if !*permanent
-                            && *created
-                                < self.start_unix
-                                    + now.saturating_duration_since(self.start).as_secs()
-                        {
-                            a.created = Some(*created);
-                        }
-                        a.token = Some(token.clone());
+                    if !p.acked && !p.failed {
+                        let a = announce_args(
+                            me,
+                            key,
+                            value,
+                            *permanent,
+                            *created,
+                            unix,
+                            token.clone(),
+                        );
                         p.pending = true;
-                        p.failed = false;
                         p.last = Some(now);
+                        p.token = Some(token.clone());
                         sends.push((*id, *addr, a, QueryKind::Put, Purpose::Announce(op)));
+                    } else if *permanent
+                        && p.acked
+                        && p.last
+                            .is_none_or(|l| now.saturating_duration_since(l) >= refresh_after)
+                    {
+                        // Keep-alive of a permanent put (A.14): ask the node for our value's id
+                        // and seq; the reply decides between `refresh` and a full put.
+                        let mut a = Args::new(me);
+                        a.h = Some(key);
+                        a.query = Some(Query {
+                            select: vec![Field::Id, Field::SeqNum],
+                            filters: vec![(Field::Id, FieldValue::Int(value.id))],
+                        });
+                        p.pending = true;
+                        p.last = Some(now);
+                        p.token = Some(token.clone());
+                        sends.push((*id, *addr, a, QueryKind::Get, Purpose::Probe(op)));
                     }
                 }
                 if !done[family] {
-                    let ready_ids: Vec<(usize, InfoHash)> =
-                        ready.iter().map(|r| (family, r.0)).collect();
-                    let all_settled = ready_ids.iter().all(|k| {
+                    let all_settled = ready.iter().all(|r| {
                         peers
-                            .get(k)
+                            .get(&(family, r.0))
                             .is_some_and(|p| !p.pending && (p.acked || p.failed))
                     });
                     if all_settled && sends.is_empty() {
                         done[family] = true;
                     }
                 }
-                let all_done = (0..2).all(|f| !families[f] || done[f]);
+                // A family that waits for nodes does not hold back a put another family
+                // already stored.
+                let any_acked = peers.values().any(|p| p.acked);
+                let all_done = (0..2).all(|f| !families[f] || done[f] || (waiting[f] && any_acked));
                 if all_done && !*reported {
                     *reported = true;
-                    finished = Some(peers.values().any(|p| p.acked));
+                    finished = Some(any_acked);
                 }
             }
             OpKind::Listen { query, peers, .. } => {
@@ -1923,7 +2152,7 @@ impl Dht {
                         self.next_sid = self.next_sid.wrapping_add(1).max(1);
                         self.sids.insert(p.sid, op);
                     }
-                    let mut a = Args::new(InfoHash::ZERO);
+                    let mut a = Args::new(me);
                     a.ve = Some(1);
                     a.h = Some(key);
                     a.token = Some(token.clone());
@@ -1941,21 +2170,55 @@ impl Dht {
             }
         }
         if let Some(ok) = finished {
-            self.events.push_back(Event::Done { op, ok });
-            if let Some(Op {
-                kind: OpKind::Put {
-                    permanent: false, ..
-                },
-                ..
-            }) = self.ops.get(&op)
-            {
-                self.cancel(now, op);
-            }
+            self.finish_put(now, op, ok);
         }
-        for (id, addr, mut a, kind, purpose) in sends {
-            a.id = self.id;
+        for (id, addr, a, kind, purpose) in sends {
             if self.send_request(now, addr, id, kind, a, purpose).is_none() {
                 self.clear_peer_pending(op, family, id, false);
+            }
+        }
+    }
+
+    /// Reports a put's outcome; a plain put ends there, a permanent one keeps refreshing.
+    fn finish_put(&mut self, now: Instant, op: OpId, ok: bool) {
+        self.events.push_back(Event::Done { op, ok });
+        if let Some(Op {
+            kind: OpKind::Put {
+                permanent: false, ..
+            },
+            ..
+        }) = self.ops.get(&op)
+        {
+            self.cancel(now, op);
+        }
+    }
+
+    /// Gets and puts that waited for nodes past their deadline report failure (a put that
+    /// some node acknowledged reports success); a permanent put keeps trying.
+    fn expire_ops(&mut self, now: Instant) {
+        let due: Vec<OpId> = self
+            .ops
+            .iter()
+            .filter(|(_, o)| o.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for op in due {
+            let Some(o) = self.ops.get_mut(&op) else {
+                continue;
+            };
+            o.deadline = None;
+            match &mut o.kind {
+                OpKind::Get { .. } => self.finish_get(op),
+                OpKind::Put {
+                    reported, peers, ..
+                } => {
+                    if !*reported {
+                        *reported = true;
+                        let ok = peers.values().any(|p| p.acked);
+                        self.finish_put(now, op, ok);
+                    }
+                }
+                OpKind::Listen { .. } => {}
             }
         }
     }
@@ -2013,36 +2276,26 @@ impl Dht {
                 if let Some(s) = self.searches.get_mut(&sid) {
                     if let Some(n) = s.nodes.iter_mut().find(|n| n.id == r.node) {
                         n.pending = false;
-                        n.failed = true;
+                        n.fail(now);
                     }
                 }
                 self.step_search(now, sid);
             }
-            Purpose::Announce(op) => {
-                if let Some(Op {
-                    kind: OpKind::Put { peers, .. },
-                    ..
-                }) = self.ops.get_mut(&op)
-                {
-                    if let Some(p) = peers.get_mut(&(f, r.node)) {
-                        p.pending = false;
+            Purpose::Announce(op)
+            | Purpose::Probe(op)
+            | Purpose::Refresh(op)
+            | Purpose::Listen(op) => {
+                let listen = matches!(r.purpose, Purpose::Listen(_));
+                if let Some(p) = self.peer_mut(op, f, &r.node) {
+                    p.pending = false;
+                    if listen {
+                        p.last = None;
+                    } else {
                         p.failed = true;
                     }
                 }
-                self.step_ops_of(now, op);
-            }
-            Purpose::Listen(op) => {
-                if let Some(Op {
-                    kind: OpKind::Listen { peers, .. },
-                    ..
-                }) = self.ops.get_mut(&op)
-                {
-                    if let Some(p) = peers.get_mut(&(f, r.node)) {
-                        p.pending = false;
-                        p.last = None;
-                    }
-                }
-                // The node is dead: drop it from the searches so another takes its place.
+                // The node is dead: drop it from the op's searches so another takes its
+                // place (it is tried again if it answers later).
                 let searches = self
                     .ops
                     .get(&op)
@@ -2051,9 +2304,12 @@ impl Dht {
                 for s in searches {
                     if let Some(s) = self.searches.get_mut(&s) {
                         if let Some(n) = s.nodes.iter_mut().find(|n| n.id == r.node) {
-                            n.failed = true;
+                            n.fail(now);
                         }
                     }
+                }
+                if !listen {
+                    self.step_ops_of(now, op);
                 }
             }
             Purpose::Ping | Purpose::Update => {}
@@ -2130,6 +2386,26 @@ impl Dht {
                 self.step_search(now, id);
             }
             self.was_connected[f] = connected[f];
+            // No good node: ping expired ones again (10 s, doubling to 10 min). A node that
+            // rate-limited us or a short outage must not leave us without nodes for good; as
+            // the reference does on lost connectivity, they get another chance.
+            if connected[f] {
+                self.next_recheck[f] = now;
+                self.recheck_period[f] = RECHECK_FIRST;
+            } else if now >= self.next_recheck[f] {
+                for (id, addr) in self.tables[f].expired_to_ping(RECHECK_NODES) {
+                    self.send_request(
+                        now,
+                        addr,
+                        id,
+                        QueryKind::Ping,
+                        Args::new(self.id),
+                        Purpose::Ping,
+                    );
+                }
+                self.next_recheck[f] = now + self.recheck_period[f];
+                self.recheck_period[f] = (self.recheck_period[f] * 2).min(RECHECK_MAX);
+            }
             // Bucket refresh.
             if connected[f] {
                 let stale = self.tables[f].stale_buckets(now, BUCKET_IDLE, &mut *self.rng);
@@ -2177,8 +2453,29 @@ impl Dht {
             }
             self.step_search(now, id);
         }
+        self.expire_ops(now);
         // Per-IP rate counters are reset by the window itself; prune stale blacklist entries? (kept until restart)
     }
+}
+
+/// Arguments of a full `put` of `value` (creation time only for plain puts made earlier).
+fn announce_args(
+    me: InfoHash,
+    key: InfoHash,
+    value: &Value,
+    permanent: bool,
+    created: u64,
+    now_unix: u64,
+    token: Vec<u8>,
+) -> Args {
+    let mut a = Args::new(me);
+    a.h = Some(key);
+    a.values = Some(WireValues::Values(vec![value.clone()]));
+    if !permanent && created < now_unix {
+        a.created = Some(created);
+    }
+    a.token = Some(token);
+    a
 }
 
 fn trim_search_nodes(nodes: &mut Vec<SNode>) {

@@ -305,6 +305,26 @@ impl RoutingTable {
         out
     }
 
+    /// Up to `max` expired nodes to ping again (most recently heard first); marks them
+    /// pinging. A reply makes them good again.
+    pub fn expired_to_ping(&mut self, max: usize) -> Vec<(InfoHash, SocketAddr)> {
+        let mut cands: Vec<&mut Node> = self
+            .buckets
+            .iter_mut()
+            .flat_map(|b| b.nodes.iter_mut())
+            .filter(|n| n.expired && !n.pinging)
+            .collect();
+        cands.sort_by_key(|n| std::cmp::Reverse(n.time));
+        cands
+            .into_iter()
+            .take(max)
+            .map(|n| {
+                n.pinging = true;
+                (n.id, n.addr)
+            })
+            .collect()
+    }
+
     /// Random ids inside buckets idle for `idle`; marks them refreshed.
     pub fn stale_buckets(
         &mut self,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 use super::engine::{Config, Dht, Event};
+use super::msg::Message;
 
 /// A simulated network.
 pub struct Sim {
@@ -28,6 +29,13 @@ pub struct Sim {
     rng: SplitMix,
     /// Datagrams delivered.
     pub delivered: u64,
+    /// Last delivery time scheduled per (from, to): datagrams on one path keep their order,
+    /// as on loopback (fragments are accepted in order only, A.10).
+    last_on_path: HashMap<(usize, usize), Instant>,
+    /// Record every delivered datagram in [`Self::trace`] (off by default).
+    pub tracing: bool,
+    /// Delivered datagrams (from, to, decoded message) while [`Self::tracing`] is on.
+    pub trace: Vec<(usize, usize, Message)>,
 }
 
 /// Address of simulated node `i`.
@@ -54,6 +62,9 @@ impl Sim {
             events: Vec::new(),
             rng: SplitMix::new(seed ^ 0x5eed),
             delivered: 0,
+            last_on_path: HashMap::new(),
+            tracing: false,
+            trace: Vec::new(),
         };
         for _ in 0..n {
             s.add_node(cfg, rng.next_u64());
@@ -84,11 +95,12 @@ impl Sim {
                     continue;
                 };
                 let jitter = Duration::from_micros(self.rng.next_u64() % 2000);
+                let last = self.last_on_path.entry((i, to)).or_insert(self.now);
+                let at = (self.now + self.latency + jitter).max(*last);
+                *last = at;
                 self.seq += 1;
-                self.queue.insert(
-                    (self.now + self.latency + jitter, self.seq),
-                    (self.addrs[i], to, t.contents),
-                );
+                self.queue
+                    .insert((at, self.seq), (self.addrs[i], to, t.contents));
             }
             while let Some(e) = self.nodes[i].poll_event() {
                 self.events[i].push(e);
@@ -130,6 +142,11 @@ impl Sim {
                     continue;
                 }
                 self.delivered += 1;
+                if self.tracing {
+                    if let (Some(&src), Ok(m)) = (self.index.get(&from), Message::decode(&bytes)) {
+                        self.trace.push((src, to, m));
+                    }
+                }
                 self.nodes[to].handle_datagram(self.now, from, &bytes);
             }
             for i in 0..self.nodes.len() {
@@ -142,6 +159,17 @@ impl Sim {
             }
         }
         self.pump();
+    }
+
+    /// Restarts node `i`: same id and address, empty storage and routing table (it knows
+    /// nothing until someone contacts it).
+    pub fn restart_node(&mut self, i: usize, cfg: &Config) {
+        let mut c = cfg.clone();
+        c.ipv6 = false;
+        c.node_id = Some(self.nodes[i].node_id());
+        let unix = self.nodes[i].unix(self.now);
+        let rng = Box::new(SplitMix::new(self.rng.next_u64()));
+        self.nodes[i] = Dht::new(c, self.now, unix, rng);
     }
 
     /// Takes node `i`'s events so far.

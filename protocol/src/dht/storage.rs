@@ -439,6 +439,59 @@ fn sub(m: &mut HashMap<Option<IpAddr>, usize>, k: Option<IpAddr>, n: usize) {
     }
 }
 
+/// IP service announcement value type.
+pub const IP_SERVICE_TYPE: u16 = 2;
+
+/// Linux `sa_family_t` values as they appear (little-endian) in a raw sockaddr.
+const SA_AF_INET: u16 = 2;
+const SA_AF_INET6: u16 = 10;
+
+/// The port of a type-2 value's data: a msgpack bin holding a raw Linux sockaddr (family
+/// little-endian, port big-endian at bytes 2..4). `None` if the data is not such a bin, the
+/// family is neither AF_INET nor AF_INET6, or the port is 0 (observed on dhtnode 2.4.12:
+/// such values are not stored).
+pub fn ip_service_port(data: &[u8]) -> Option<u16> {
+    let mut rd = data;
+    let Ok(Mp::Binary(sa)) = rmpv::decode::read_value_with_max_depth(&mut rd, 2) else {
+        return None;
+    };
+    let family = u16::from_le_bytes([*sa.first()?, *sa.get(1)?]);
+    let port = u16::from_be_bytes([*sa.get(2)?, *sa.get(3)?]);
+    ((family == SA_AF_INET || family == SA_AF_INET6) && port != 0).then_some(port)
+}
+
+/// What a storing node keeps of an IP service announcement (type 2) received from `sender`:
+/// a new value with the same id whose data is the sender's address (sockaddr of the sender's
+/// family, flow info and scope 0) with the announced port; every other field is dropped
+/// (observed on dhtnode 2.4.12: `utype` is gone, an IPv6 announcement from an IPv4 sender
+/// becomes an IPv4 sockaddr). `None` if the announcement is invalid (refused).
+pub fn ip_service_rewrite(v: &Value, sender: IpAddr) -> Option<Value> {
+    let port = ip_service_port(&v.data)?;
+    let mut sa = Vec::with_capacity(28);
+    match sender {
+        IpAddr::V4(a) => {
+            sa.extend(SA_AF_INET.to_le_bytes());
+            sa.extend(port.to_be_bytes());
+            sa.extend(a.octets());
+            sa.extend([0u8; 8]);
+        }
+        IpAddr::V6(a) => {
+            sa.extend(SA_AF_INET6.to_le_bytes());
+            sa.extend(port.to_be_bytes());
+            sa.extend([0u8; 4]); // flow info
+            sa.extend(a.octets());
+            sa.extend([0u8; 4]); // scope id
+        }
+    }
+    let mut data = Vec::with_capacity(30);
+    // Writing into a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut data, &Mp::Binary(sa));
+    let mut out = Value::new(data);
+    out.id = v.id;
+    out.vtype = IP_SERVICE_TYPE;
+    Some(out)
+}
+
 /// The store policy of the value's type.
 pub fn check_store(key: &InfoHash, v: &Value) -> Result<(), Reject> {
     if v.size() > MAX_VALUE_SIZE {
@@ -464,6 +517,10 @@ pub fn check_store(key: &InfoHash, v: &Value) -> Result<(), Reject> {
             }
             Ok(())
         }
+        IP_SERVICE_TYPE => match ip_service_port(&v.data) {
+            Some(_) => Ok(()),
+            None => Err(Reject::Policy),
+        },
         CERTIFICATE_TYPE => match certificate_key_id(&v.data) {
             Some(id) if id == *key => Ok(()),
             _ => Err(Reject::Policy),
@@ -478,7 +535,7 @@ pub fn check_edit(old: &Value, new: &Value) -> Result<(), Reject> {
         return Err(Reject::Edit);
     }
     match effective_type(old) {
-        2 => Err(Reject::Edit),
+        IP_SERVICE_TYPE => Err(Reject::Edit),
         CERTIFICATE_TYPE => {
             // Same public key: both certificates must carry the same key id.
             match (certificate_key_id(&old.data), certificate_key_id(&new.data)) {
