@@ -113,6 +113,13 @@ waypost_net::layered_config! {
         /// Seconds a keep-alive connection may sit idle between requests (0 = never closed).
         #[arg(long, env = "WAYPOST_PROXY_IDLE_TIMEOUT", value_name = "SECONDS")]
         pub idle_timeout: u64 = 300,
+        /// Lease in seconds of a permanent put or a push subscription after its last POST or
+        /// SUBSCRIBE (OpenDHT: 24 h; its clients renew every 22 h, so keep it above that).
+        #[arg(long, env = "WAYPOST_PROXY_LEASE", value_name = "SECONDS")]
+        pub lease: u64 = 24 * 3600,
+        /// Seconds before the lease ends at which the "timeout" push is sent (OpenDHT: 2 h).
+        #[arg(long, env = "WAYPOST_PROXY_TIMEOUT_MARGIN", value_name = "SECONDS")]
+        pub timeout_margin: u64 = 2 * 3600,
         /// Pushes waiting for delivery; more are dropped.
         #[arg(long, env = "WAYPOST_PROXY_PUSH_QUEUE", value_name = "N")]
         pub push_queue: usize = 65_536,
@@ -232,6 +239,11 @@ impl ProxyOptions {
         }
         waypost_net::config::check_admin_addr(c.admin_listen, c.admin_public)
             .map_err(|e| ProxyError::Config(e.to_string()))?;
+        if c.lease == 0 || c.timeout_margin >= c.lease {
+            return Err(ProxyError::Config(
+                "lease must be positive and above timeout-margin".into(),
+            ));
+        }
         for b in &c.bootstrap {
             if b.rsplit_once(':')
                 .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
@@ -252,7 +264,11 @@ impl ProxyOptions {
                 subscriptions: c.max_subscriptions,
                 permanent_puts: c.max_permanent_puts,
             },
-            timers: Timers::default(),
+            timers: Timers {
+                lease: Duration::from_secs(c.lease),
+                margin: Duration::from_secs(c.timeout_margin),
+                ..Timers::default()
+            },
             push_queue: c.push_queue,
             idle_timeout: (c.idle_timeout > 0).then(|| Duration::from_secs(c.idle_timeout)),
         })
@@ -325,5 +341,21 @@ mod tests {
             ..Default::default()
         };
         assert!(ProxyOptions::from_config(&c).is_err());
+        let c = ProxyConfig {
+            lease: 60,
+            timeout_margin: 60,
+            ..Default::default()
+        };
+        assert!(ProxyOptions::from_config(&c).is_err());
+        let c = ProxyConfig {
+            lease: 60,
+            timeout_margin: 50,
+            ..Default::default()
+        };
+        let o = ProxyOptions::from_config(&c).unwrap();
+        assert_eq!(
+            (o.timers.lease, o.timers.margin),
+            (Duration::from_secs(60), Duration::from_secs(50))
+        );
     }
 }

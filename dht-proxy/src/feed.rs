@@ -1,5 +1,5 @@
-//! Shared DHT listens for HTTP listen streams: one DHT listen per key, whatever the number of
-//! streams on it. Values are verified and rendered to JSON lines once, then fanned out to every
+//! Shared DHT listens: one DHT listen per key, whatever the number of HTTP listen streams and
+//! push subscribers on it. Values are verified and rendered to JSON lines once, then fanned out to every
 //! stream through a broadcast channel; a new stream starts from the key's current values.
 
 use std::collections::HashMap;
@@ -24,6 +24,8 @@ pub struct FeedItem {
     pub line: Bytes,
     /// JSON line of its expiry (`"expired":true`).
     pub expired_line: Bytes,
+    /// The value itself (push payloads need its id, priority and push type).
+    pub value: Arc<Value>,
 }
 
 /// One DHT listen callback, rendered.
@@ -60,7 +62,8 @@ pub struct Hub {
     feeds: Mutex<Feeds>,
 }
 
-/// Held by a stream: the feed is dropped (and its DHT listen cancelled) with its last stream.
+/// Held by a stream or a key's push subscribers: the feed is dropped (and its DHT listen
+/// cancelled) with its last holder.
 pub struct FeedGuard {
     hub: Weak<Hub>,
     key: Key,
@@ -101,6 +104,7 @@ fn render(v: &Value) -> FeedItem {
         id: v.id,
         line: Bytes::from(v.to_json_line(false)),
         expired_line: Bytes::from(v.to_json_line(true)),
+        value: Arc::new(v.clone()),
     }
 }
 
@@ -115,7 +119,7 @@ impl Hub {
         self.len() == 0
     }
 
-    /// Subscribes to `key`, starting its DHT listen if this is the first stream.
+    /// Subscribes to `key`, starting its DHT listen if this is the first holder.
     pub fn subscribe(self: &Arc<Self>, key: Key, backend: &Arc<dyn DhtBackend>) -> Subscription {
         let mut f = self.feeds.lock();
         let Feeds { by_key, next_gen } = &mut *f;

@@ -1,6 +1,5 @@
 //! The REST routes (spec B.2–B.11).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::{Body, Bytes};
@@ -175,30 +174,27 @@ async fn options(State(p): State<Proxy>) -> Response {
     r
 }
 
+/// How long a get waits for its DHT get before sending the head (a quick answer then goes out
+/// in one write; a slow search still gets its `200` head at once after this).
+const GET_HEAD_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A streamed one-shot get: one chunk per DHT batch, one JSON line per value, signed values
-/// that fail verification dropped, duplicates suppressed.
-fn get_stream(p: &Proxy, key: Key) -> Body {
-    let mut seen: HashMap<u64, Value> = HashMap::new();
-    let s = p.backend().get(key).filter_map(move |batch| {
-        let mut out = String::new();
-        for v in batch {
-            if seen.get(&v.id) == Some(&v) || !v.is_acceptable() {
-                continue;
-            }
-            out.push_str(&v.to_json_line(false));
-            seen.insert(v.id, v);
-        }
-        std::future::ready(
-            (!out.is_empty()).then(|| Ok::<_, std::convert::Infallible>(Bytes::from(out))),
-        )
-    });
-    Body::from_stream(s)
+/// that fail verification dropped, duplicates suppressed. Concurrent gets of one key share a
+/// DHT get that started after they arrived (see [`crate::gets`]).
+async fn get_stream(p: &Proxy, key: Key) -> Body {
+    Body::from_stream(
+        p.inner
+            .gets
+            .get_ready(key, GET_HEAD_WAIT)
+            .await
+            .map(Ok::<_, std::convert::Infallible>),
+    )
 }
 
 async fn get_key(State(p): State<Proxy>, Path(h): Path<String>) -> Response {
     p.count_request();
     p.metrics().request(Route::Get);
-    json_response(StatusCode::OK, get_stream(&p, parse_key(&h)))
+    json_response(StatusCode::OK, get_stream(&p, parse_key(&h)).await)
 }
 
 async fn read_body(p: &Proxy, body: Body) -> Result<Bytes, Response> {
@@ -360,7 +356,7 @@ async fn subscribe(p: Proxy, key: Key, ip: Option<IpAddr>, body: Body) -> Respon
                 Ok::<_, std::convert::Infallible>(Bytes::from_static(b"{}\n"))
             })),
         ),
-        Ok(SubscribeOutcome::Renewed) => json_response(StatusCode::OK, get_stream(&p, key)),
+        Ok(SubscribeOutcome::Renewed) => json_response(StatusCode::OK, get_stream(&p, key).await),
         Err(r) => refusal(&p, r),
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`value`]: the proxy's value model and JSON form (spec A.8).
 //! - [`backend`]: the [`backend::DhtBackend`] trait the proxy uses and an in-memory DHT for tests.
+//! - [`gets`]: one-shot gets coalesced into shared DHT gets that start after the request.
 //! - [`http`]: the routes (spec B.2–B.11).
 //! - [`proxy`]: permanent puts, push subscriptions (one DHT listen per key), leases, limits.
 //! - [`push`]: gateway bodies (gorush, 2.4 and 4.x formats), UnifiedPush, the dispatcher.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod feed;
+pub mod gets;
 pub mod http;
 pub mod metrics;
 pub mod node;
@@ -23,12 +25,9 @@ pub mod store;
 pub mod value;
 pub mod webpush;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
 use waypost_net::shutdown::Shutdown;
 use waypost_net::tls::ReloadableTls;
 
@@ -62,18 +61,7 @@ pub async fn serve(
         ));
     }
     if let Some((l, tls)) = listeners.tls {
-        let local = l.local_addr().map_err(waypost_net::NetError::from)?;
-        let (tx, rx) = mpsc::channel(256);
-        let sd = shutdown.clone();
-        tokio::spawn(tls_accept(l, tls, tx, sd));
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let sd = shutdown.clone();
-        let l = TlsListener { rx, local }.tap_io(|_| {});
-        tasks.spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(async move { sd.cancelled().await })
-                .await;
-        });
+        tasks.spawn(tls_accept(l, tls, router, proxy, shutdown.clone()));
     }
     shutdown.cancelled().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -84,9 +72,15 @@ pub async fn serve(
     Ok(())
 }
 
-type TlsConn = (tokio_rustls::server::TlsStream<TcpStream>, SocketAddr);
-
-async fn tls_accept(l: TcpListener, tls: ReloadableTls, tx: mpsc::Sender<TlsConn>, sd: Shutdown) {
+/// Accepts TLS connections until shutdown; each is served like a plain one (same routes,
+/// listen-stream path and idle timeout) once its handshake completes.
+async fn tls_accept(
+    l: TcpListener,
+    tls: ReloadableTls,
+    router: axum::Router,
+    proxy: Proxy,
+    sd: Shutdown,
+) {
     loop {
         let (tcp, addr) = tokio::select! {
             _ = sd.cancelled() => return,
@@ -97,34 +91,13 @@ async fn tls_accept(l: TcpListener, tls: ReloadableTls, tx: mpsc::Sender<TlsConn
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = tls.acceptor();
-        let tx = tx.clone();
+        let (router, proxy) = (router.clone(), proxy.clone());
         tokio::spawn(async move {
             if let Ok(Ok(s)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
             {
-                let _ = tx.send((s, addr)).await;
+                server::connection(s, addr, router, proxy).await;
             }
         });
-    }
-}
-
-struct TlsListener {
-    rx: mpsc::Receiver<TlsConn>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
     }
 }

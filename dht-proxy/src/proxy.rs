@@ -129,6 +129,7 @@ pub(crate) struct Inner {
     streams: StreamCounter,
     pub(crate) started_s: u64,
     pub(crate) hub: Arc<crate::feed::Hub>,
+    pub(crate) gets: Arc<crate::gets::Gets>,
     requests: AtomicU64,
     rate: Mutex<(Instant, u64, f64)>,
 }
@@ -160,8 +161,10 @@ impl Proxy {
             metrics.clone(),
             shutdown,
         );
+        let gets = crate::gets::Gets::new(backend.clone());
         let inner = Arc::new(Inner {
             backend,
+            gets,
             opts,
             metrics,
             pusher,
@@ -220,7 +223,12 @@ impl Proxy {
         r.2
     }
 
-    /// Keys with a shared DHT listen for HTTP listen streams.
+    /// DHT gets started for `GET /key/{h}` (concurrent requests of one key share one).
+    pub fn dht_get_count(&self) -> u64 {
+        self.inner.gets.dht_gets()
+    }
+
+    /// Keys with a DHT listen (shared by HTTP listen streams and push subscribers).
     pub fn feed_count(&self) -> usize {
         self.inner.hub.len()
     }
@@ -280,6 +288,7 @@ impl Proxy {
                 value: p.value.clone(),
                 expires_ms: p.expires_ms,
                 push: p.push.clone(),
+                timeout_sent: p.timeout_sent,
             };
             if s.save_put(&rec).is_err() {
                 tracing::error!("cannot persist a permanent put");
@@ -410,7 +419,7 @@ impl Proxy {
             }
             *c += 1;
         }
-        self.insert_sub(&mut st, key, info.clone(), expires_ms, ip);
+        self.insert_sub(&mut st, key, info.clone(), expires_ms, false, ip);
         drop(st);
         self.save_sub(&key, &info, expires_ms);
         Ok(SubscribeOutcome::New)
@@ -422,6 +431,7 @@ impl Proxy {
                 key: *key,
                 push: info.clone(),
                 expires_ms,
+                timeout_sent: false,
             })
             .is_err()
         {
@@ -435,6 +445,7 @@ impl Proxy {
         key: Key,
         info: PushInfo,
         expires_ms: u64,
+        timeout_sent: bool,
         ip: Option<IpAddr>,
     ) {
         let sub = Sub {
@@ -442,7 +453,7 @@ impl Proxy {
             platform: info.platform,
             topic: info.topic.clone(),
             expires_ms,
-            timeout_sent: false,
+            timeout_sent,
             ip,
         };
         st.sub_count += 1;
@@ -458,15 +469,40 @@ impl Proxy {
             pk.subs.insert(id, sub);
             return;
         }
-        let weak = Arc::downgrade(&self.inner);
-        let backend = self.inner.backend.clone();
+        // The key's DHT listen is the one HTTP listen streams use (one per key in all).
+        let feed = self.inner.hub.subscribe(key, &self.inner.backend);
+        let (hub, weak) = (self.inner.hub.clone(), Arc::downgrade(&self.inner));
         let task = tokio::spawn(async move {
-            let Some(mut listen) = backend.listen(key).await else {
-                return;
+            use tokio::sync::broadcast::error::RecvError;
+            let crate::feed::Subscription {
+                snapshot,
+                mut rx,
+                guard,
+            } = feed;
+            let values = |items: &[crate::feed::FeedItem]| -> Vec<Value> {
+                items.iter().map(|i| (*i.value).clone()).collect()
             };
-            while let Some(ev) = listen.events.recv().await {
+            if !snapshot.is_empty() {
+                // The listen already ran for streams: its current values are this key's
+                // first callback.
                 let Some(inner) = weak.upgrade() else { return };
-                Self { inner }.on_push_event(&key, ev.values, ev.expired);
+                Self { inner }.on_push_event(&key, values(&snapshot), false);
+            }
+            loop {
+                let (vals, expired) = match rx.recv().await {
+                    Ok(ev) => (values(&ev.items), ev.expired),
+                    // Fell behind: the current values, as a change (clients then re-get).
+                    Err(RecvError::Lagged(_)) => (
+                        values(&hub.snapshot(&key, guard.generation()).unwrap_or_default()),
+                        false,
+                    ),
+                    Err(RecvError::Closed) => return,
+                };
+                if vals.is_empty() {
+                    continue;
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                Self { inner }.on_push_event(&key, vals, expired);
             }
         });
         let mut subs = HashMap::new();
@@ -482,8 +518,8 @@ impl Proxy {
         self.inner.metrics.push_keys.inc();
     }
 
+    /// A change on a subscribed key (values already verified by the feed).
     fn on_push_event(&self, key: &Key, values: Vec<Value>, expired: bool) {
-        let values: Vec<Value> = values.into_iter().filter(Value::is_acceptable).collect();
         if values.is_empty() {
             return;
         }
@@ -596,6 +632,10 @@ impl Proxy {
         let mut jobs = Vec::new();
         let mut dead_puts = Vec::new();
         let mut dead_subs = Vec::new();
+        // Leases whose timeout push goes out now: the flag is persisted before the push is
+        // queued, so a restart neither repeats it nor (unless it crashes in between) skips it.
+        let mut sent_puts = Vec::new();
+        let mut sent_subs = Vec::new();
         let mut st = self.inner.state.lock();
         for (key, list) in &mut st.perms {
             list.retain_mut(|p| {
@@ -605,6 +645,13 @@ impl Proxy {
                 }
                 if !p.timeout_sent && now + margin >= p.expires_ms {
                     p.timeout_sent = true;
+                    sent_puts.push(PutRecord {
+                        key: *key,
+                        value: p.value.clone(),
+                        expires_ms: p.expires_ms,
+                        push: p.push.clone(),
+                        timeout_sent: true,
+                    });
                     if let Some(pi) = &p.push {
                         jobs.push(PushJob {
                             target: PushTarget {
@@ -634,6 +681,18 @@ impl Proxy {
                     dead_subs.push((*key, token.clone(), cid.clone()));
                 } else if !sub.timeout_sent && now + margin >= sub.expires_ms {
                     sub.timeout_sent = true;
+                    sent_subs.push(SubRecord {
+                        key: *key,
+                        push: PushInfo {
+                            token: token.clone(),
+                            client_id: cid.clone(),
+                            session_id: sub.session_id.clone(),
+                            platform: sub.platform,
+                            topic: sub.topic.clone(),
+                        },
+                        expires_ms: sub.expires_ms,
+                        timeout_sent: true,
+                    });
                     jobs.push(PushJob {
                         target: PushTarget {
                             token: PushToken::new(token.clone()),
@@ -649,6 +708,20 @@ impl Proxy {
         }
         for (key, token, cid) in &dead_subs {
             self.remove_sub(&mut st, key, token, cid);
+        }
+        // Written under the state lock (rare: once per lease), so that a renewal cannot be
+        // overwritten by this older record.
+        if let Some(s) = &self.inner.store {
+            for r in &sent_puts {
+                if s.save_put(r).is_err() {
+                    tracing::error!("cannot persist a permanent put");
+                }
+            }
+            for r in &sent_subs {
+                if s.save_sub(r).is_err() {
+                    tracing::error!("cannot persist a push subscription");
+                }
+            }
         }
         drop(st);
         for _ in &dead_puts {
@@ -692,7 +765,7 @@ impl Proxy {
                 value: r.value,
                 expires_ms: r.expires_ms,
                 push: r.push,
-                timeout_sent: false,
+                timeout_sent: r.timeout_sent,
             });
             st.perm_count += 1;
             self.inner.metrics.permanent_puts.inc();
@@ -702,7 +775,7 @@ impl Proxy {
                 let _ = store.delete_sub(&r.key, &r.push.token, &r.push.client_id);
                 continue;
             }
-            self.insert_sub(&mut st, r.key, r.push, r.expires_ms, None);
+            self.insert_sub(&mut st, r.key, r.push, r.expires_ms, r.timeout_sent, None);
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 use waypost_net::shutdown::Shutdown;
 
@@ -67,7 +67,11 @@ fn listen_target(line: &[u8]) -> Option<String> {
     (!h.is_empty() && !h.contains(['/', '%'])).then(|| h.to_owned())
 }
 
-async fn connection(mut tcp: TcpStream, addr: SocketAddr, router: Router, proxy: Proxy) {
+/// Serves one connection (plain TCP or TLS, already accepted).
+pub(crate) async fn connection<S>(mut tcp: S, addr: SocketAddr, router: Router, proxy: Proxy)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     let line_end = loop {
@@ -148,7 +152,10 @@ async fn connection(mut tcp: TcpStream, addr: SocketAddr, router: Router, proxy:
     }
 }
 
-async fn listen_stream(mut tcp: TcpStream, addr: SocketAddr, h: &str, proxy: Proxy) {
+async fn listen_stream<S>(mut tcp: S, addr: SocketAddr, h: &str, proxy: Proxy)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     proxy.count_request();
     proxy.metrics().request(Route::Listen);
     let ip = match addr.ip() {
@@ -175,7 +182,7 @@ async fn listen_stream(mut tcp: TcpStream, addr: SocketAddr, h: &str, proxy: Pro
     let (mut cursor, first) =
         crate::feed::Cursor::open(&proxy.inner.hub, parse_key(h), proxy.backend());
     let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\naccess-control-allow-origin: *\r\ntransfer-encoding: chunked\r\n\r\n";
-    let (mut rd, mut wr) = tcp.split();
+    let (mut rd, mut wr) = tokio::io::split(tcp);
     if !write_chunks(&mut wr, Some(head), &first).await {
         return;
     }
@@ -295,13 +302,13 @@ impl hyper::body::Body for BusyBody {
 }
 
 /// A TCP stream with bytes already read put back in front, recording activity.
-struct Prefixed {
+struct Prefixed<S> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -318,7 +325,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

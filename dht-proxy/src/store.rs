@@ -40,6 +40,8 @@ pub struct PutRecord {
     pub expires_ms: u64,
     /// Push fields, if the put came with a push token.
     pub push: Option<PushInfo>,
+    /// Whether its "timeout" push was sent (so a restart neither repeats nor skips it).
+    pub timeout_sent: bool,
 }
 
 /// A stored subscription.
@@ -50,6 +52,8 @@ pub struct SubRecord {
     pub push: PushInfo,
     /// Lease end, unix ms.
     pub expires_ms: u64,
+    /// Whether its "timeout" push was sent.
+    pub timeout_sent: bool,
 }
 
 /// The state database.
@@ -131,6 +135,7 @@ impl Store {
             "value": r.value.to_json_string(false),
             "exp": r.expires_ms,
             "push": r.push.as_ref().map(push_json),
+            "ts": r.timeout_sent,
         });
         self.write(
             PUTS,
@@ -146,7 +151,7 @@ impl Store {
 
     /// Records a subscription.
     pub fn save_sub(&self, r: &SubRecord) -> Result<(), ProxyError> {
-        let rec = json!({"push": push_json(&r.push), "exp": r.expires_ms});
+        let rec = json!({"push": push_json(&r.push), "exp": r.expires_ms, "ts": r.timeout_sent});
         self.write(
             SUBS,
             &sub_id(&r.key, &r.push.token, &r.push.client_id),
@@ -191,6 +196,7 @@ impl Store {
                 value,
                 expires_ms,
                 push,
+                timeout_sent: j.get("ts").and_then(Json::as_bool).unwrap_or(false),
             });
         }
         let mut subs = Vec::new();
@@ -213,6 +219,7 @@ impl Store {
                 key,
                 push,
                 expires_ms,
+                timeout_sent: j.get("ts").and_then(Json::as_bool).unwrap_or(false),
             });
         }
         Ok((puts, subs))
@@ -241,6 +248,7 @@ mod tests {
                 value: v,
                 expires_ms: 99,
                 push: Some(push.clone()),
+                timeout_sent: true,
             })
             .unwrap();
             s.save_put(&PutRecord {
@@ -248,6 +256,7 @@ mod tests {
                 value: Value::plain(43, 0, vec![], ""),
                 expires_ms: 5,
                 push: None,
+                timeout_sent: false,
             })
             .unwrap();
             s.delete_put(&[1; 20], 43).unwrap();
@@ -255,6 +264,7 @@ mod tests {
                 key: [2; 20],
                 push: push.clone(),
                 expires_ms: 7,
+                timeout_sent: false,
             })
             .unwrap();
         }
@@ -264,6 +274,8 @@ mod tests {
         assert_eq!(puts[0].value.id, 42);
         assert_eq!(puts[0].expires_ms, 99);
         assert!(puts[0].push.as_ref() == Some(&push));
+        assert!(puts[0].timeout_sent);
+        assert!(!subs[0].timeout_sent);
         assert_eq!(subs.len(), 1);
         assert_eq!(subs[0].key, [2; 20]);
         assert!(subs[0].push == push);

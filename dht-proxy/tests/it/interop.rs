@@ -522,6 +522,108 @@ fn subscriptions_and_permanent_puts_survive_kill_9() {
     assert_eq!(n["data"]["s"], "s-k9");
 }
 
+/// The "timeout" push (lease end − margin) goes out exactly once per lease across a SIGKILL
+/// restart: one already sent is not repeated, one not yet sent is sent by the restarted proxy.
+#[test]
+fn timeout_push_is_sent_once_across_kill_9() {
+    let rt = runtime();
+    let gw = rt.block_on(Receiver::start());
+    let pb = free_udp_port();
+    let _b = Dhtnode::spawn(&["-p", &pb.to_string()]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let push = format!("http://{}", gw.addr);
+    // Timeout push 4 s after each SUBSCRIBE/POST (the sweep runs every 5 s).
+    let args = [
+        "--push-server",
+        push.as_str(),
+        "--push-format",
+        "2.4",
+        "--data-dir",
+        data.as_str(),
+        "--lease",
+        "60",
+        "--timeout-margin",
+        "56",
+    ];
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let (early, perm, late) = (
+        format!("early{tag}"),
+        format!("perm{tag}"),
+        format!("late{tag}"),
+    );
+    let (he, hp, hl) = (hex_sha1(&early), hex_sha1(&perm), hex_sha1(&late));
+    let timeouts = |h: &str| {
+        gw.requests()
+            .iter()
+            .filter(|r| r.body["notifications"][0]["data"]["timeout"] == h)
+            .count()
+    };
+    let sub = |token: &str| {
+        format!(
+            r#"{{"key":"{token}","client_id":"c","session_id":"s","platform":"android","topic":""}}"#
+        )
+    };
+
+    let mut first = spawn_our_proxy(pb, &args);
+    assert!(wait_proxy_connected(first.http, T));
+    let (st, _) = blocking_request(
+        first.http,
+        "SUBSCRIBE",
+        &format!("/key/{early}"),
+        sub("TOK-E").as_bytes(),
+    );
+    assert_eq!(st, 200);
+    let body = br#"{"data":"cA==","permanent":{"key":"TOK-P","client_id":"c","session_id":"s","platform":"android"}}"#;
+    let (st, _) = blocking_request(first.http, "POST", &format!("/key/{perm}"), body);
+    assert_eq!(st, 200);
+    let end = Instant::now() + T;
+    while timeouts(&he) + timeouts(&hp) < 2 {
+        assert!(Instant::now() < end, "no timeout push: {:?}", gw.requests());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A subscription whose timeout push is not due yet when the proxy is killed.
+    let (st, _) = blocking_request(
+        first.http,
+        "SUBSCRIBE",
+        &format!("/key/{late}"),
+        sub("TOK-L").as_bytes(),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(timeouts(&hl), 0);
+    first.proc.kill(); // SIGKILL
+
+    let second = spawn_our_proxy(pb, &args);
+    assert!(wait_proxy_connected(second.http, T));
+    let end = Instant::now() + T;
+    while timeouts(&hl) == 0 {
+        assert!(
+            Instant::now() < end,
+            "the restarted proxy never sent the pending timeout push"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Two more sweeps: nothing is sent again.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(
+        (timeouts(&he), timeouts(&hp), timeouts(&hl)),
+        (1, 1, 1),
+        "each timeout push exactly once"
+    );
+    let vid = gw
+        .requests()
+        .iter()
+        .find(|r| r.body["notifications"][0]["data"]["timeout"] == hp.as_str())
+        .map(|r| r.body["notifications"][0]["data"]["vid"].clone());
+    assert!(
+        vid.is_some_and(|v| v.is_string()),
+        "permanent put timeout has its vid"
+    );
+    let s = stats(second.http);
+    assert_eq!(s["pushListenersCount"].as_u64(), Some(2), "{s}");
+    assert_eq!(s["totalPermanentPuts"].as_u64(), Some(1), "{s}");
+}
+
 /// Scenarios 14–16 at the HTTP level: a value POSTed to our proxy is read by a plain dhtnode
 /// over UDP, a value put by the dhtnode is listed by GET, and a listen stream gets new values
 /// as one chunked JSON line each.

@@ -579,3 +579,135 @@ async fn subscriptions_and_permanent_puts_survive_a_restart() {
     assert_eq!(got.len(), 1, "restored subscription still pushes");
     assert_eq!(got[0].body["notifications"][0]["data"]["to"], "c");
 }
+
+/// `/node/pingPush` (OpenDHT 2.5+): a high-priority push `{"to":client_id,"pong":true}` to the
+/// given token, the server's bundle id when no topic is given; no DHT operation, no listen.
+#[tokio::test]
+async fn ping_push_sends_a_high_priority_pong() {
+    let gw = Receiver::start().await;
+    let s = start_push(PushFormat::V2, &gw).await;
+    let body = br#"{"key":"PING_TOKEN","platform":"ios","topic":"","client_id":"acc-1"}"#;
+    let r = request(s.addr, "POST", "/node/pingPush", Some(body)).await;
+    assert_eq!(r.status, 200);
+    let got = gw.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "pingPush reached the gateway");
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].path, "/api/push");
+    let n = &got[0].body["notifications"][0];
+    assert_eq!(n["tokens"], json!(["PING_TOKEN"]));
+    assert_eq!(n["platform"], 1);
+    assert_eq!(n["topic"], "com.example.app");
+    assert_eq!(n["priority"], "high");
+    assert_eq!(n["data"], json!({"to":"acc-1","pong":true}));
+
+    let body = br#"{"key":"ANDROID_PING","platform":"android","client_id":"acc-2"}"#;
+    let r = request(s.addr, "POST", "/node/pingPush", Some(body)).await;
+    assert_eq!(r.status, 200);
+    let got = gw.wait_for(2, Duration::from_secs(5)).await;
+    let n = &got[1].body["notifications"][0];
+    assert_eq!(n["tokens"], json!(["ANDROID_PING"]));
+    assert_eq!(n["platform"], 2);
+    assert_eq!(n["priority"], "high");
+    assert_eq!(n["data"], json!({"to":"acc-2","pong":true}));
+
+    // Errors as for SUBSCRIBE; nothing is pushed.
+    let r = request(s.addr, "POST", "/node/pingPush", Some(b"{nope")).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "{\"err:\":\"Incorrect JSON\"}")
+    );
+    let r = request(
+        s.addr,
+        "POST",
+        "/node/pingPush",
+        Some(br#"{"client_id":"x"}"#),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "{\"err\":\"No token\"}")
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gw.requests().len(), 2);
+    assert_eq!(s.dht.listener_count(), 0);
+}
+
+/// Push subscribers and HTTP listen streams of one key share one DHT listen; it ends with the
+/// last of them, whichever kind it is.
+#[tokio::test]
+async fn push_subscribers_and_listen_streams_share_one_dht_listen() {
+    let gw = Receiver::start().await;
+    let s = start_push(PushFormat::V2, &gw).await;
+    let key = key_bytes(H);
+    s.dht.inject(key, Value::plain(1, 0, b"a".to_vec(), ""));
+
+    let mut stream = send_raw(s.addr, "GET", &format!("/key/{H}/listen"), None, "").await;
+    assert_eq!(read_head(&mut stream).await.unwrap().0, 200);
+    let first = read_chunk(&mut stream).await.unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("\"id\":\"1\""));
+
+    let r = request(
+        s.addr,
+        "SUBSCRIBE",
+        &format!("/key/{H}"),
+        Some(&sub_body("TOK", "c", "s", "android", "")),
+    )
+    .await;
+    assert_eq!(r.text(), "{}\n");
+    // The subscriber's first push carries the key's current values, as its own listen's first
+    // callback would have.
+    let got = gw.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body["notifications"][0]["data"]["key"], H);
+    assert_eq!(s.dht.listener_count(), 1, "one DHT listen for both kinds");
+    assert_eq!(s.proxy.feed_count(), 1);
+
+    // A change reaches both.
+    s.dht.inject(key, Value::plain(2, 0, b"b".to_vec(), ""));
+    let c = read_chunk(&mut stream).await.unwrap();
+    assert!(String::from_utf8_lossy(&c).contains("\"id\":\"2\""));
+    assert_eq!(gw.wait_for(2, Duration::from_secs(5)).await.len(), 2);
+    s.dht.expire(&key, 1);
+    let c = read_chunk(&mut stream).await.unwrap();
+    assert!(String::from_utf8_lossy(&c).contains("\"expired\":true,\"id\":\"1\""));
+    let got = gw.wait_for(3, Duration::from_secs(5)).await;
+    assert_eq!(got[2].body["notifications"][0]["data"]["exp"], "1");
+
+    // The stream goes: the subscriber still needs the listen.
+    drop(stream);
+    assert!(eventually(Duration::from_secs(5), || s.proxy.listen_count() == 0).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.dht.listener_count(), 1);
+    s.dht.inject(key, Value::plain(3, 0, b"c".to_vec(), ""));
+    assert_eq!(gw.wait_for(4, Duration::from_secs(5)).await.len(), 4);
+
+    // A new stream joins the running listen and starts from the current values.
+    let mut stream = send_raw(s.addr, "GET", &format!("/key/{H}/listen"), None, "").await;
+    read_head(&mut stream).await.unwrap();
+    let mut seen = String::new();
+    while !(seen.contains("\"id\":\"2\"") && seen.contains("\"id\":\"3\"")) {
+        seen.push_str(&String::from_utf8_lossy(
+            &read_chunk(&mut stream).await.unwrap(),
+        ));
+    }
+    assert!(!seen.contains("\"id\":\"1\""));
+    assert_eq!(s.dht.listener_count(), 1);
+
+    // The subscriber goes: the stream keeps it; then the stream goes: the listen ends.
+    let r = request(
+        s.addr,
+        "UNSUBSCRIBE",
+        &format!("/key/{H}"),
+        Some(br#"{"key":"TOK","client_id":"c"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.dht.listener_count(), 1);
+    drop(stream);
+    assert!(
+        eventually(Duration::from_secs(5), || s.dht.listener_count() == 0
+            && s.proxy.feed_count() == 0)
+        .await
+    );
+}
