@@ -7,6 +7,7 @@
 pub mod config;
 pub mod filter;
 pub mod metrics;
+mod outbox;
 mod server;
 mod stream;
 mod udp;
@@ -162,10 +163,10 @@ pub async fn run(
         admin.with_registry(|r| metrics::Metrics::new(r.sub_registry_with_prefix("turn")));
     let stop = CancellationToken::new();
     let drain = Duration::from_secs(settings.drain_seconds);
-    let server = server::Server::new(settings, metrics, stop.clone());
+    let server = server::Server::new(settings, metrics.clone(), stop.clone());
     let tracker = tokio_util::task::TaskTracker::new();
 
-    let shards = Shards::start(server.s.shards, &stop)?;
+    let shards = Shards::start(server.s.shards, &stop, &metrics)?;
     for group in listeners.udp {
         for (i, sock) in group.into_iter().enumerate() {
             let local = sock.local_addr().map_err(waypost_net::NetError::from)?;
@@ -253,21 +254,30 @@ struct Shards {
 }
 
 impl Shards {
-    fn start(n: usize, stop: &CancellationToken) -> Result<Self, TurnError> {
+    fn start(
+        n: usize,
+        stop: &CancellationToken,
+        metrics: &metrics::Metrics,
+    ) -> Result<Self, TurnError> {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for _ in 0..n.max(1) {
+            // Relayed datagrams queued while the shard works go out just before it parks.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(outbox::flush)
                 .build()
                 .map_err(waypost_net::NetError::from)?;
             handles.push(rt.handle().clone());
             let stop = stop.clone();
+            let metrics = metrics.clone();
             let t = std::thread::Builder::new()
                 .name("turn-shard".into())
                 .spawn(move || {
+                    outbox::install(metrics);
                     rt.block_on(stop.cancelled());
                     rt.shutdown_timeout(Duration::from_secs(1));
+                    outbox::uninstall();
                 })
                 .map_err(waypost_net::NetError::from)?;
             threads.push(t);

@@ -143,6 +143,19 @@ impl Metrics {
         b.inc_by(u64::try_from(bytes).unwrap_or(0));
     }
 
+    /// Adds `pkts` relayed packets carrying `bytes` payload bytes.
+    pub(crate) fn add_relayed(&self, dir: Direction, pkts: u64, bytes: u64) {
+        if pkts == 0 {
+            return;
+        }
+        let (p, b) = match dir {
+            Direction::ToPeer => (&self.pkts_to_peer, &self.bytes_to_peer),
+            Direction::ToClient => (&self.pkts_to_client, &self.bytes_to_client),
+        };
+        p.inc_by(pkts);
+        b.inc_by(bytes);
+    }
+
     /// Counts a refusal.
     pub fn refused(&self, reason: Refusal) {
         self.refused.get_or_create(&RefusalLabel { reason }).inc();

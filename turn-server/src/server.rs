@@ -73,8 +73,10 @@ pub(crate) fn register_udp(sock: std::net::UdpSocket) -> std::io::Result<Udp> {
     // `AsyncFd::new` is deprecated because a generic `T: AsRawFd` may change or close its fd;
     // `std::net::UdpSocket` owns its fd for its whole life, which is the condition the safe
     // replacement (`unsafe fn register`) asks callers to uphold. This crate forbids `unsafe`.
+    // Read interest only: the data path never waits for writability (a full socket buffer drops
+    // the datagram, as UDP may), and write interest would wake the shard after every send.
     #[allow(deprecated)]
-    tokio::io::unix::AsyncFd::new(sock)
+    tokio::io::unix::AsyncFd::with_interest(sock, tokio::io::Interest::READABLE)
 }
 
 /// Datagrams per relay receive batch.
@@ -109,6 +111,21 @@ impl Sink {
             }
             Self::Stream(tx) => {
                 let _ = tx.try_send(Bytes::copy_from_slice(data));
+            }
+        }
+    }
+
+    /// Sends relayed data towards the client and counts `payload` bytes as relayed. On a shard
+    /// thread a UDP datagram is queued in the shard's outbox (sent before the shard parks).
+    pub(crate) fn relay(&self, metrics: &Metrics, data: &[u8], payload: usize) {
+        match self {
+            Self::Udp(sock, to) => {
+                crate::outbox::send(metrics, sock, *to, data, payload, Direction::ToClient);
+            }
+            Self::Stream(tx) => {
+                if tx.try_send(Bytes::copy_from_slice(data)).is_ok() {
+                    crate::outbox::count(metrics, Direction::ToClient, payload);
+                }
             }
         }
     }
@@ -151,6 +168,8 @@ pub(crate) struct Allocation {
     lifetime_at_alloc: u32,
     state: Mutex<AllocState>,
     pub cancel: CancellationToken,
+    /// Set when the allocation is removed (a lock-free check for the shards' caches).
+    pub removed: std::sync::atomic::AtomicBool,
 }
 
 /// A TCP/TLS connection's place in the per-IP connection quota, released on drop.
@@ -238,6 +257,7 @@ pub(crate) struct Server {
     budgets: RwLock<HashMap<IpAddr, Arc<ByteBudget>>>,
     unauth: RateTable,
     pending: Mutex<HashMap<u32, Pending>>,
+    removals: AtomicU64,
     next_port: AtomicU32,
     start: Instant,
 }
@@ -319,6 +339,7 @@ impl Server {
             budgets: RwLock::new(HashMap::new()),
             unauth: RateTable::new(4096),
             pending: Mutex::new(HashMap::new()),
+            removals: AtomicU64::new(0),
             next_port: AtomicU32::new(first),
             start: Instant::now(),
         })
@@ -380,10 +401,18 @@ impl Server {
         b.used.fetch_add(n as u64, Ordering::Relaxed) + n as u64 <= limit
     }
 
-    /// ChannelData from a client: relay the payload to the bound peer.
-    pub(crate) fn client_channel_data(&self, tuple: &FiveTuple, ch: u16, payload: &[u8]) {
-        let allocs = self.allocs.read();
-        let Some(a) = allocs.get(tuple) else { return };
+    /// The allocation of a 5-tuple, if any.
+    pub(crate) fn allocation(&self, tuple: &FiveTuple) -> Option<Arc<Allocation>> {
+        self.allocs.read().get(tuple).cloned()
+    }
+
+    /// How many allocations were removed so far (shard caches compare it to drop theirs).
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Relaxed)
+    }
+
+    /// ChannelData from the client of allocation `a`.
+    pub(crate) fn channel_data_on(&self, a: &Allocation, ch: u16, payload: &[u8]) {
         let RelayKind::Udp(sock, _) = &a.relay else {
             return;
         };
@@ -395,33 +424,49 @@ impl Server {
                 _ => return,
             }
         };
-        if !self.spend(tuple.client.ip(), payload.len()) {
+        if !self.spend(a.tuple.client.ip(), payload.len()) {
             return;
         }
-        if udp_send(sock, payload, peer) {
-            self.metrics.relayed(Direction::ToPeer, payload.len());
-        }
+        crate::outbox::send(
+            &self.metrics,
+            sock,
+            peer,
+            payload,
+            payload.len(),
+            Direction::ToPeer,
+        );
     }
 
     /// A Send indication from a client.
     fn send_indication(&self, tuple: &FiveTuple, msg: &Message<'_>) {
+        let allocs = self.allocs.read();
+        if let Some(a) = allocs.get(tuple) {
+            self.send_indication_on(a, msg);
+        }
+    }
+
+    /// A Send indication from the client of allocation `a`.
+    pub(crate) fn send_indication_on(&self, a: &Allocation, msg: &Message<'_>) {
         let (Some(peer), Some(data)) = (msg.xor_addr(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA))
         else {
             return;
         };
-        let allocs = self.allocs.read();
-        let Some(a) = allocs.get(tuple) else { return };
         let RelayKind::Udp(sock, _) = &a.relay else {
             return;
         };
         if !a.state.lock().permitted(peer.ip(), Instant::now())
-            || !self.spend(tuple.client.ip(), data.len())
+            || !self.spend(a.tuple.client.ip(), data.len())
         {
             return;
         }
-        if udp_send(sock, data, peer) {
-            self.metrics.relayed(Direction::ToPeer, data.len());
-        }
+        crate::outbox::send(
+            &self.metrics,
+            sock,
+            peer,
+            data,
+            data.len(),
+            Direction::ToPeer,
+        );
     }
 
     /// The UDP relay loop of one allocation: peer datagrams back to the client.
@@ -502,14 +547,14 @@ impl Server {
             (Some(ch), false) => {
                 // In place: the header goes into the headroom, no copy.
                 buf[HEADROOM - 4..HEADROOM].copy_from_slice(&channel::header(ch, n));
-                a.sink.send(&buf[HEADROOM - 4..]);
+                a.sink.relay(&self.metrics, &buf[HEADROOM - 4..], n);
             }
             (Some(ch), true) => RELAY_OUT.with_borrow_mut(|out| {
                 out.clear();
                 out.extend_from_slice(&channel::header(ch, n));
                 out.extend_from_slice(&buf[HEADROOM..]);
                 out.resize(out.len() + channel::stream_padding(n), 0);
-                a.sink.send(out);
+                a.sink.relay(&self.metrics, out, n);
             }),
             (None, _) => RELAY_OUT.with_borrow_mut(|out| {
                 out.clear();
@@ -519,10 +564,9 @@ impl Server {
                 w.xor_addr(attr::XOR_PEER_ADDRESS, peer)
                     .attr(attr::DATA, &buf[HEADROOM..]);
                 w.finish();
-                a.sink.send(out);
+                a.sink.relay(&self.metrics, out, n);
             }),
         }
-        self.metrics.relayed(Direction::ToClient, n);
     }
 
     // ----- control plane --------------------------------------------------------------------
@@ -883,6 +927,7 @@ impl Server {
                 ..AllocState::default()
             }),
             cancel: self.stop.child_token(),
+            removed: std::sync::atomic::AtomicBool::new(false),
         });
         self.allocs.write().insert(tuple, a.clone());
         self.metrics.allocation_opened(relay);
@@ -959,7 +1004,9 @@ impl Server {
     pub(crate) fn remove_allocation(&self, tuple: &FiveTuple) {
         let removed = self.allocs.write().remove(tuple);
         if let Some(a) = removed {
+            a.removed.store(true, Ordering::Relaxed);
             a.cancel.cancel();
+            self.removals.fetch_add(1, Ordering::Relaxed);
             self.release_ip(a.ip_key);
             self.pending.lock().retain(|_, p| p.owner != *tuple);
             self.metrics.allocation_closed(match a.relay {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,12 +11,14 @@ use tokio::sync::mpsc;
 use waypost_protocol::stun::{Message, channel, frame_len};
 
 use crate::metrics::{Direction, Metrics, Refusal, Transport};
-use crate::server::{Action, FiveTuple, Server, Sink};
+use crate::server::{Action, Allocation, FiveTuple, Server, Sink};
 
 /// Largest frame a client may send (a STUN message or ChannelData with padding).
 const MAX_FRAME: usize = 4 + 65536;
 /// A connection that has not sent a complete first message by then is closed.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Queued frames for the client written in one go, up to this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// Serves one client stream until it closes or the server stops.
 pub(crate) async fn serve<S>(
@@ -38,7 +41,7 @@ pub(crate) async fn serve<S>(
     server.metrics.connection(transport, false);
     if let Some((client_stream, mut peer, owner, leftover, alloc_cancel)) = bound {
         // RFC 6062 data connection: raw bytes both ways until either side closes.
-        let stop = server.stop.clone();
+        let stop = server.stop.child_token();
         if peer.write_all(&leftover).await.is_ok() {
             if !leftover.is_empty() {
                 server.metrics.relayed(Direction::ToPeer, leftover.len());
@@ -76,7 +79,7 @@ where
                 if wr.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
-                metrics.relayed(dir, n);
+                crate::outbox::count(metrics, dir, n);
             }
         }
     }
@@ -101,7 +104,12 @@ where
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut tmp = vec![0u8; 65536];
     let mut out = Vec::with_capacity(1500);
-    let stop = server.stop.clone();
+    let mut wbuf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    // This connection's allocation, looked up once instead of under the shared lock per frame;
+    // dropped as soon as it is seen removed.
+    let mut alloc: Option<Arc<Allocation>> = None;
+    // A child token: polling it each wake-up touches no lock shared with other shards.
+    let stop = server.stop.child_token();
     let mut seen_message = false;
     let first_deadline = tokio::time::sleep(FIRST_MESSAGE_TIMEOUT);
     tokio::pin!(first_deadline);
@@ -110,7 +118,14 @@ where
             () = stop.cancelled() => return None,
             () = &mut first_deadline, if !seen_message => return None,
             Some(b) = rx.recv() => {
-                if wr.write_all(&b).await.is_err() {
+                // Everything queued so far goes out in one write.
+                wbuf.clear();
+                wbuf.extend_from_slice(&b);
+                while wbuf.len() < WRITE_BATCH {
+                    let Ok(b) = rx.try_recv() else { break };
+                    wbuf.extend_from_slice(&b);
+                }
+                if wr.write_all(&wbuf).await.is_err() {
                     return None;
                 }
             }
@@ -139,7 +154,12 @@ where
                     seen_message = true;
                     if frame[0] >> 6 == 1 {
                         if let Some((ch, payload)) = channel::parse(frame) {
-                            server.client_channel_data(&tuple, ch, payload);
+                            if alloc.as_ref().is_none_or(|a| a.removed.load(Ordering::Relaxed)) {
+                                alloc = server.allocation(&tuple);
+                            }
+                            if let Some(a) = &alloc {
+                                server.channel_data_on(a, ch, payload);
+                            }
                         }
                         continue;
                     }
@@ -159,6 +179,9 @@ where
                     }
                 }
                 buf.drain(..pos);
+                if alloc.as_ref().is_some_and(|a| a.removed.load(Ordering::Relaxed)) {
+                    alloc = None;
+                }
             }
         }
     }
