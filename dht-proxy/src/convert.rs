@@ -5,29 +5,29 @@ use waypost_protocol::dht::{InfoHash, Value as DhtValue};
 
 use crate::value::{Body, Key, Signed, Value};
 
-/// Proxy value → node value.
-pub fn to_dht(v: &Value) -> DhtValue {
+/// Proxy value → node value (moves the byte fields, no copy).
+pub fn to_dht(v: Value) -> DhtValue {
     let mut d = DhtValue {
         id: v.id,
         priority: v.priority,
         ..DhtValue::default()
     };
-    match &v.body {
-        Body::Encrypted { cypher } => d.cypher = cypher.clone(),
+    match v.body {
+        Body::Encrypted { cypher } => d.cypher = cypher,
         Body::Plain {
             type_id,
             data,
             user_type,
             signed,
         } => {
-            d.vtype = *type_id;
-            d.data = data.clone();
-            d.user_type = user_type.clone();
+            d.vtype = type_id;
+            d.data = data;
+            d.user_type = user_type;
             if let Some(s) = signed {
                 d.seq = s.seq;
-                d.owner = Some(s.owner.clone());
+                d.owner = Some(s.owner);
                 d.recipient = s.to.map(InfoHash);
-                d.signature = s.sig.clone();
+                d.signature = s.sig;
             }
         }
     }
@@ -76,7 +76,7 @@ mod tests {
             priority: 1,
             ..Value::plain(5, 3, b"abc".to_vec(), "text/plain")
         };
-        assert!(from_dht(&to_dht(&plain)) == plain);
+        assert!(from_dht(&to_dht(plain.clone())) == plain);
         let enc = Value {
             id: 9,
             body: Body::Encrypted {
@@ -85,7 +85,7 @@ mod tests {
             priority: 0,
             push_type: String::new(),
         };
-        assert!(from_dht(&to_dht(&enc)) == enc);
+        assert!(from_dht(&to_dht(enc.clone())) == enc);
         let signed = Value {
             id: 1,
             body: Body::Plain {
@@ -102,9 +102,9 @@ mod tests {
             priority: 0,
             push_type: String::new(),
         };
-        assert!(from_dht(&to_dht(&signed)) == signed);
+        assert!(from_dht(&to_dht(signed.clone())) == signed);
         assert_eq!(
-            to_dht(&signed).to_sign(),
+            to_dht(signed.clone()).to_sign(),
             signed.to_sign_bytes(),
             "both sides sign the same bytes"
         );

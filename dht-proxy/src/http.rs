@@ -277,8 +277,9 @@ async fn put_key(State(p): State<Proxy>, Path(h): Path<String>, body: Body) -> R
             if value.id == 0 {
                 value.id = random_id();
             }
-            if p.backend().put(key, value.clone(), false).await {
-                json_response(StatusCode::OK, value.to_json_line(false))
+            let line = value.to_json_line(false);
+            if p.backend().put(key, value, false).await {
+                json_response(StatusCode::OK, line)
             } else {
                 p.metrics().refused(Reason::PutFailed);
                 json_response(StatusCode::BAD_GATEWAY, ERR_PUT)

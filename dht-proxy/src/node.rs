@@ -52,7 +52,7 @@ impl DhtBackend for NodeBackend {
 
     fn put(&self, key: Key, value: Value, permanent: bool) -> BoxFuture<'static, bool> {
         let node = self.node.clone();
-        let v = to_dht(&value);
+        let v = to_dht(value);
         async move {
             node.put(InfoHash(key), v, permanent)
                 .await
