@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use waypost_protocol::dht::msg::WireValues;
-use waypost_protocol::dht::{Args, Body, InfoHash, Message, Query, QueryKind, Value};
+use waypost_protocol::dht::value::parse_fields;
+use waypost_protocol::dht::{
+    Args, Body, Field, FieldValue, InfoHash, Message, Query, QueryKind, Value,
+};
 
 use crate::common::{RefNode, start_ours};
 
@@ -263,5 +266,171 @@ async fn certificate_of_a_dhtnode_identity_passes_our_type_8_policy() {
     assert_eq!(
         waypost_protocol::dht::storage::certificate_key_id(&cert.data),
         Some(key_id)
+    );
+}
+
+/// What a storing node answers to the same raw requests: type-2 announcements (address
+/// rewrite, A.12) and the keep-alive exchange of permanent puts (probe `get` with field
+/// projection, `refresh`, A.6/A.14). Returned as comparable strings.
+async fn storing_node_transcript(to: SocketAddr) -> Vec<String> {
+    let mut p = Raw::new(to).await;
+    let mut out = Vec::new();
+    let svc = InfoHash::get("ip service");
+    let f = p
+        .ask(QueryKind::Find, |a| a.target = Some(svc), 0)
+        .await
+        .expect("find reply");
+    let Body::Reply(fa) = f.body else {
+        panic!("find reply")
+    };
+    let token = fa.token.expect("token");
+    let sockaddr = |family: u16, port: u16, addr: &[u8]| {
+        let mut sa = family.to_le_bytes().to_vec();
+        sa.extend(port.to_be_bytes());
+        sa.extend(addr);
+        let mut data = vec![0xc4, sa.len() as u8];
+        data.extend(sa);
+        data
+    };
+    let mut six = vec![9u8; 4];
+    six.extend([0u8; 15]);
+    six.extend([1, 0, 0, 0, 0]);
+    let announcements = [
+        (77, sockaddr(2, 5555, &[1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0])),
+        (78, sockaddr(2, 0, &[1, 2, 3, 4])),
+        (80, sockaddr(10, 6666, &six)),
+        (81, sockaddr(2, 4444, &[1, 2, 3, 4])),
+        (83, sockaddr(0, 5555, &[1, 2, 3, 4])),
+    ];
+    for (id, data) in announcements {
+        let mut v = Value::new(data);
+        v.id = id;
+        v.vtype = 2;
+        v.user_type = "svc".into();
+        let ack = p
+            .ask(
+                QueryKind::Put,
+                |a| {
+                    a.h = Some(svc);
+                    a.token = Some(token.clone());
+                    a.values = Some(WireValues::Values(vec![v]));
+                },
+                0,
+            )
+            .await;
+        out.push(format!(
+            "put {id}: {:?}",
+            ack.map(|m| matches!(m.body, Body::Reply(a) if a.vid == Some(id)))
+        ));
+    }
+    let g = p
+        .ask(QueryKind::Get, |a| a.h = Some(svc), 0)
+        .await
+        .expect("get reply");
+    let Body::Reply(ga) = g.body else {
+        panic!("get reply")
+    };
+    let mut stored: Vec<String> = match ga.values {
+        Some(WireValues::Values(vs)) => vs
+            .iter()
+            .map(|v| {
+                let hex: String = v.data.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "stored {} type {} utype {:?} data {hex}",
+                    v.id, v.vtype, v.user_type
+                )
+            })
+            .collect(),
+        other => vec![format!("no values: {other:?}")],
+    };
+    stored.sort();
+    out.extend(stored);
+
+    // Keep-alive of a permanent put.
+    let key = InfoHash::get("kept alive");
+    let mut v = Value::new(b"k".to_vec());
+    v.id = 1_234_567;
+    let ack = p
+        .ask(
+            QueryKind::Put,
+            |a| {
+                a.h = Some(key);
+                a.token = Some(token.clone());
+                a.values = Some(WireValues::Values(vec![v]));
+            },
+            0,
+        )
+        .await;
+    out.push(format!("put: {}", ack.is_some()));
+    for id in [1_234_567u64, 999] {
+        let probe = p
+            .ask(
+                QueryKind::Get,
+                |a| {
+                    a.h = Some(key);
+                    a.query = Some(Query {
+                        select: vec![Field::Id, Field::SeqNum],
+                        filters: vec![(Field::Id, FieldValue::Int(id))],
+                    });
+                },
+                0,
+            )
+            .await
+            .expect("probe reply");
+        let Body::Reply(pa) = probe.body else {
+            panic!("probe reply")
+        };
+        out.push(format!(
+            "probe {id}: fields {:?} values {} token {}",
+            pa.fields.as_ref().and_then(parse_fields),
+            pa.values.is_some(),
+            pa.token.is_some_and(|t| t.len() == 32)
+        ));
+    }
+    let refreshes = [
+        ("known", key, 1_234_567u64, token.clone()),
+        ("unknown vid", key, 5, token.clone()),
+        ("unknown key", InfoHash::get("nothing"), 1, token.clone()),
+        ("bad token", key, 1_234_567, vec![b'x'; 32]),
+    ];
+    for (label, h, vid, t) in refreshes {
+        let r = p
+            .ask(
+                QueryKind::Refresh,
+                |a| {
+                    a.h = Some(h);
+                    a.vid = Some(vid);
+                    a.token = Some(t);
+                },
+                0,
+            )
+            .await
+            .expect("refresh answer");
+        out.push(match r.body {
+            Body::Reply(a) => format!("refresh {label}: vid {:?}", a.vid),
+            Body::Error { code, message, .. } => format!("refresh {label}: {code} {message}"),
+            other => format!("refresh {label}: {other:?}"),
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_type2_rewrite_probe_and_refresh_answers_match_dhtnode() {
+    let a = RefNode::spawn(&[]);
+    let r = start_ours(0, vec![], 0);
+    let theirs = storing_node_transcript(a.addr()).await;
+    let ours = storing_node_transcript(r.addr).await;
+    // Sanity: the transcript shows the rewrite and a successful refresh at all.
+    assert!(
+        theirs
+            .iter()
+            .any(|l| l.contains("stored 77 type 2 utype \"\" data c410020015b37f000001")),
+        "{theirs:#?}"
+    );
+    assert!(theirs.contains(&"refresh known: vid Some(1234567)".to_owned()));
+    assert_eq!(
+        ours, theirs,
+        "our storing node answers exactly as dhtnode 2.4.12"
     );
 }
