@@ -517,3 +517,102 @@ async fn drain_refuses_new_allocations_and_keeps_existing_ones() {
         .expect("stopped once empty")
         .unwrap();
 }
+
+/// Waits until `addr` can be bound again (its relay socket was closed), up to 3 s.
+async fn port_released(addr: std::net::SocketAddr) -> bool {
+    for _ in 0..30 {
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The shards keep their own view of the allocations for relaying; a removed allocation must not
+/// live on there (its relay port stays bound otherwise), for UDP and for TCP clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_allocation_releases_its_relay_port() {
+    let server = start(test_config(), false).await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let ch = || A::Raw(attr::CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0]);
+    let lt0 = A::Raw(attr::LIFETIME, vec![0, 0, 0, 0]);
+    let mut buf = [0u8; 256];
+
+    // UDP client: relay once (the shard caches the allocation), then Refresh 0.
+    let mut c = Client::new(server.addr, "ring", "ring").await;
+    let relayed = c.allocate().await;
+    let bind = [ch(), A::Xor(attr::XOR_PEER_ADDRESS, peer_addr)];
+    assert_eq!(code(&c.request(method::CHANNEL_BIND, &bind).await), 0);
+    let mut frame = channel::header(0x4001, 3).to_vec();
+    frame.extend_from_slice(b"abc");
+    c.sock.send_to(&frame, server.addr).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf))
+        .await
+        .expect("relayed")
+        .unwrap();
+    assert_eq!(&buf[..n], b"abc");
+    assert!(
+        std::net::UdpSocket::bind(relayed).is_err(),
+        "relay port bound while allocated"
+    );
+    assert_eq!(code(&c.request(method::REFRESH, &[lt0.clone()]).await), 0);
+    assert!(
+        port_released(relayed).await,
+        "UDP client's relay port released"
+    );
+    // Its ChannelData is no longer relayed.
+    c.sock.send_to(&frame, server.addr).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), peer.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "relayed after removal"
+    );
+
+    // TCP client: the same through a control connection that stays open.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let mut creds = None;
+    let transport = crate::client::transport_udp();
+    let resp = crate::client::tcp_request(
+        &mut s,
+        &mut creds,
+        "ring",
+        "ring",
+        method::ALLOCATE,
+        &[transport],
+    )
+    .await;
+    assert_eq!(code(&resp), 0);
+    let relayed = waypost_protocol::stun::Message::parse(&resp)
+        .unwrap()
+        .xor_addr(attr::XOR_RELAYED_ADDRESS)
+        .unwrap();
+    let r = crate::client::tcp_request(
+        &mut s,
+        &mut creds,
+        "ring",
+        "ring",
+        method::CHANNEL_BIND,
+        &bind,
+    )
+    .await;
+    assert_eq!(code(&r), 0);
+    s.write_all(&frame).await.unwrap();
+    s.write_all(&[0]).await.unwrap(); // padding to 4 bytes
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf))
+        .await
+        .expect("relayed over TCP")
+        .unwrap();
+    assert_eq!(&buf[..n], b"abc");
+    let r = crate::client::tcp_request(&mut s, &mut creds, "ring", "ring", method::REFRESH, &[lt0])
+        .await;
+    assert_eq!(code(&r), 0);
+    assert!(
+        port_released(relayed).await,
+        "TCP client's relay port released"
+    );
+    drop(s);
+    server.stop().await;
+}
