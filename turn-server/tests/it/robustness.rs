@@ -557,7 +557,10 @@ async fn removed_allocation_releases_its_relay_port() {
         std::net::UdpSocket::bind(relayed).is_err(),
         "relay port bound while allocated"
     );
-    assert_eq!(code(&c.request(method::REFRESH, &[lt0.clone()]).await), 0);
+    assert_eq!(
+        code(&c.request(method::REFRESH, std::slice::from_ref(&lt0)).await),
+        0
+    );
     assert!(
         port_released(relayed).await,
         "UDP client's relay port released"
