@@ -559,3 +559,103 @@ async fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
         "busy stream still open"
     );
 }
+
+/// A memory DHT whose gets take their snapshot when called but answer only once the test opens
+/// the gate: a DHT get "in flight" across a PUT.
+struct GatedGets {
+    mem: MemoryBackend,
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl waypost_dht_proxy::backend::DhtBackend for GatedGets {
+    fn get(&self, key: [u8; 20]) -> futures_util::stream::BoxStream<'static, Vec<Value>> {
+        use futures_util::StreamExt as _;
+        let snapshot = self.mem.values(&key);
+        let gate = self.gate.clone();
+        futures_util::stream::once(async move {
+            let _ = gate.acquire().await.map(|p| p.forget());
+            snapshot
+        })
+        .filter(|b| std::future::ready(!b.is_empty()))
+        .boxed()
+    }
+    fn put(
+        &self,
+        key: [u8; 20],
+        value: Value,
+        permanent: bool,
+    ) -> futures_util::future::BoxFuture<'static, bool> {
+        self.mem.put(key, value, permanent)
+    }
+    fn cancel_put(&self, key: [u8; 20], id: u64) {
+        self.mem.cancel_put(key, id);
+    }
+    fn listen(
+        &self,
+        key: [u8; 20],
+    ) -> futures_util::future::BoxFuture<'static, Option<waypost_dht_proxy::backend::Listen>> {
+        self.mem.listen(key)
+    }
+    fn status(&self) -> waypost_dht_proxy::backend::NodeStatus {
+        self.mem.status()
+    }
+}
+
+/// GETs of one key share DHT gets, but never one that started before them: a GET sent after a
+/// PUT was acknowledged sees the value even while an older get of the key is still running.
+/// (That concurrent GETs share one get is shown deterministically by the unit tests of
+/// `gets`.)
+#[tokio::test]
+async fn get_after_an_acknowledged_put_sees_it_while_an_older_get_runs() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let shutdown = waypost_net::shutdown::Shutdown::new();
+    let proxy = waypost_dht_proxy::Proxy::new(
+        std::sync::Arc::new(GatedGets {
+            mem: MemoryBackend::new(),
+            gate: gate.clone(),
+        }),
+        ProxyOptions::default(),
+        waypost_dht_proxy::metrics::Metrics::default(),
+        &shutdown,
+    )
+    .unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(waypost_dht_proxy::serve(
+        proxy.clone(),
+        waypost_dht_proxy::Listeners {
+            http: Some(l),
+            tls: None,
+        },
+        shutdown.clone(),
+    ));
+    let path = format!("/key/{KEY}");
+    let early = tokio::spawn({
+        let path = path.clone();
+        async move { request(addr, "GET", &path, None).await }
+    });
+    assert!(eventually(Duration::from_secs(5), || proxy.dht_get_count() == 1).await);
+    let r = request(addr, "POST", &path, Some(br#"{"data":"bmV3","id":"77"}"#)).await;
+    assert_eq!(r.status, 200);
+    let late: Vec<_> = (0..3)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { request(addr, "GET", &path, None).await })
+        })
+        .collect();
+    // They do not join the running get: a new one starts for them (after the running one ends,
+    // or here, as it is stuck, after the 20 ms cap).
+    assert!(eventually(Duration::from_secs(5), || proxy.dht_get_count() >= 2).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.add_permits(100);
+    let early = early.await.unwrap();
+    assert_eq!((early.status, early.text()), (200, String::new()));
+    for l in late {
+        let r = l.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "{\"data\":\"bmV3\",\"id\":\"77\",\"type\":0}\n");
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    }
+    assert!(proxy.dht_get_count() <= 4);
+    shutdown.trigger();
+}
