@@ -2,8 +2,10 @@
 //!
 //! One [`Dht`] runs both address families (a routing table and searches per family, shared
 //! node id and storage), answers every query (A.6), and runs client operations: get, put
-//! (once or permanent with refresh), listen (refreshed every 20 s on the 4 closest nodes) and
-//! cancel.
+//! (once, or permanent: kept alive by a probe `get` and `refresh` before the value expires on
+//! each storing node, A.14), listen (refreshed every 20 s on the 4 closest nodes) and cancel.
+//! Operations started or running while no node is reachable wait for nodes (gets and puts up
+//! to [`Config::op_timeout`]) instead of failing at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -1923,7 +1925,9 @@ impl Dht {
             .collect();
         let synced = !live.is_empty() && live.iter().all(|n| n.replied.is_some());
         let exhausted = in_flight == 0 && s.nodes.iter().filter(|n| !n.failed).all(|n| n.queried);
-        s.waiting = live.is_empty() && expects;
+        // Only searches someone waits on (gets, puts, listens) wait; maintenance lookups end.
+        let wanted = matches!(s.mode, SearchMode::Get(..)) || !s.users.is_empty();
+        s.waiting = live.is_empty() && expects && wanted;
         let was_done = s.done;
         s.done = synced || (exhausted && !s.waiting);
         let became_done = s.done && !was_done;
