@@ -12,13 +12,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 use crate::backend::DhtBackend;
@@ -46,22 +46,22 @@ struct KeyGets {
 pub struct Gets {
     backend: Arc<dyn DhtBackend>,
     keys: Mutex<HashMap<Key, KeyGets>>,
-    dht_gets: AtomicU64,
+    dht_gets: Counter,
 }
 
 impl Gets {
-    /// A coalescer over `backend`.
-    pub fn new(backend: Arc<dyn DhtBackend>) -> Arc<Self> {
+    /// A coalescer over `backend`, counting the DHT gets it starts in `dht_gets`.
+    pub fn new(backend: Arc<dyn DhtBackend>, dht_gets: Counter) -> Arc<Self> {
         Arc::new(Self {
             backend,
             keys: Mutex::new(HashMap::new()),
-            dht_gets: AtomicU64::new(0),
+            dht_gets,
         })
     }
 
-    /// DHT gets started so far (for tests and metrics).
+    /// DHT gets started so far.
     pub fn dht_gets(&self) -> u64 {
-        self.dht_gets.load(Ordering::Relaxed)
+        self.dht_gets.get()
     }
 
     /// The chunks (one or more JSON lines each) answering a get of `key` that arrives now.
@@ -141,7 +141,7 @@ impl Gets {
     }
 
     fn launch(self: &Arc<Self>, key: Key, round: Round) {
-        self.dht_gets.fetch_add(1, Ordering::Relaxed);
+        self.dht_gets.inc();
         let stream = self.backend.get(key);
         let me = self.clone();
         tokio::spawn(async move {
@@ -253,7 +253,7 @@ mod tests {
             mem: MemoryBackend::new(),
             gate: gate.clone(),
         });
-        let gets = Gets::new(backend.clone());
+        let gets = Gets::new(backend.clone(), Counter::default());
         let key = [7u8; 20];
 
         // A get is in flight (its DHT get started before the put).
@@ -302,7 +302,7 @@ mod tests {
             mem: MemoryBackend::new(),
             gate: gate.clone(),
         });
-        let gets = Gets::new(backend);
+        let gets = Gets::new(backend, Counter::default());
         let key = [8u8; 20];
         let _slow = gets.get(key);
         let _next = gets.get(key);
@@ -324,7 +324,7 @@ mod tests {
         let mem = MemoryBackend::new();
         let key = [9u8; 20];
         mem.inject(key, Value::plain(1, 0, b"a".to_vec(), ""));
-        let gets = Gets::new(Arc::new(mem));
+        let gets = Gets::new(Arc::new(mem), Counter::default());
         let body = collect(gets.get(key)).await;
         assert!(body.contains("\"id\":\"1\""));
         assert_eq!(collect(gets.get([1u8; 20])).await, "");

@@ -103,6 +103,8 @@ pub struct Metrics {
     pub push_keys: Gauge,
     /// Permanent puts.
     pub permanent_puts: Gauge,
+    /// DHT gets started for `GET /key/{h}` (concurrent GETs of a key share one).
+    pub dht_gets: Counter,
 }
 
 impl Default for Metrics {
@@ -120,6 +122,7 @@ impl Default for Metrics {
             subscriptions: Gauge::default(),
             push_keys: Gauge::default(),
             permanent_puts: Gauge::default(),
+            dht_gets: Counter::default(),
         }
     }
 }
@@ -157,6 +160,11 @@ impl Metrics {
             "permanent_puts",
             "Permanent puts kept alive",
             self.permanent_puts.clone(),
+        );
+        reg.register(
+            "dht_gets",
+            "DHT gets started for GET requests (concurrent GETs of a key share one)",
+            self.dht_gets.clone(),
         );
     }
 

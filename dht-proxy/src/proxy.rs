@@ -161,7 +161,7 @@ impl Proxy {
             metrics.clone(),
             shutdown,
         );
-        let gets = crate::gets::Gets::new(backend.clone());
+        let gets = crate::gets::Gets::new(backend.clone(), metrics.dht_gets.clone());
         let inner = Arc::new(Inner {
             backend,
             gets,

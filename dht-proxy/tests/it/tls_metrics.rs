@@ -111,6 +111,10 @@ async fn metrics_count_routes_without_identifying_labels() {
         "{text}"
     );
     assert!(
+        text.contains("waypost_dht_proxy_dht_gets_total 1"),
+        "one GET, one DHT get: {text}"
+    );
+    assert!(
         !text.contains("127.0.0.1") && !text.contains(KEY),
         "no address or key in metrics"
     );
