@@ -222,6 +222,7 @@ impl Outbox {
         let mut next = 0;
         while next < run.len() {
             match rustix::net::sendmmsg(sock.get_ref(), &mut hdr[next..], SendFlags::DONTWAIT) {
+                Err(rustix::io::Errno::INTR) => {}
                 // The first one could not be sent: dropped, as UDP may.
                 Ok(0) | Err(_) => next += 1,
                 Ok(k) => {
