@@ -291,12 +291,16 @@ pub fn spawn(
     shutdown: &Shutdown,
     metrics: Option<metrics::Metrics>,
 ) -> Result<NodeHandle, NodeError> {
-    let ipv4 = sockets
-        .iter()
-        .any(|s| s.local_addr().is_ok_and(|a| a.is_ipv4()));
-    let ipv6 = sockets
-        .iter()
-        .any(|s| s.local_addr().is_ok_and(|a| a.is_ipv6()));
+    // Local addresses are read once here: `flush` picks a socket per datagram by family and
+    // must not ask the kernel (getsockname) every time.
+    let local: Vec<Option<SocketAddr>> = sockets.iter().map(|s| s.local_addr().ok()).collect();
+    let family_socket = [false, true].map(|v6| {
+        local
+            .iter()
+            .position(|a| a.is_some_and(|a| a.is_ipv6() == v6))
+    });
+    let ipv4 = family_socket[0].is_some();
+    let ipv6 = family_socket[1].is_some();
     let cfg = EngineConfig {
         node_id: opts.node_id,
         network: opts.network,
@@ -351,6 +355,7 @@ pub fn spawn(
     let driver = Driver {
         dht,
         sockets,
+        family_socket,
         cmds: rx,
         incoming: in_rx,
         status: status_tx,
@@ -387,6 +392,8 @@ pub async fn run(
 struct Driver {
     dht: Dht,
     sockets: Vec<Arc<UdpSocket>>,
+    /// Index in `sockets` of the first IPv4 (0) and IPv6 (1) socket.
+    family_socket: [Option<usize>; 2],
     cmds: mpsc::UnboundedReceiver<Command>,
     incoming: mpsc::Receiver<(usize, SocketAddr, Vec<u8>)>,
     status: watch::Sender<NodeStatus>,
@@ -497,10 +504,8 @@ impl Driver {
     async fn flush(&mut self) {
         while let Some(t) = self.dht.poll_transmit() {
             let sock = t.socket.and_then(|i| self.sockets.get(i)).or_else(|| {
-                self.sockets.iter().find(|s| {
-                    s.local_addr()
-                        .is_ok_and(|a| a.is_ipv6() == t.destination.is_ipv6())
-                })
+                self.family_socket[usize::from(t.destination.is_ipv6())]
+                    .and_then(|i| self.sockets.get(i))
             });
             if let Some(s) = sock {
                 // Best effort, like any UDP send; a full buffer drops the datagram.

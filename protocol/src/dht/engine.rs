@@ -1416,7 +1416,7 @@ impl Dht {
                 // new one.
                 let reset_ack = matches!(req.purpose, Purpose::Probe(_) | Purpose::Refresh(_));
                 self.clear_peer_pending(op, f, node, reset_ack);
-                self.step_all_searches(now);
+                self.step_ops_of(now, op);
             }
             (_, Purpose::Search(s)) => {
                 if let Some(s) = self.searches.get_mut(&s) {
@@ -1642,7 +1642,9 @@ impl Dht {
                 deadline: Some(now + self.cfg.op_timeout),
             },
         );
-        self.step_all_searches(now);
+        // Only the new op's searches have anything new to do; the others are stepped by
+        // their own replies, failures and the maintenance tick.
+        self.step_ops_of(now, op);
         op
     }
 
@@ -1683,7 +1685,8 @@ impl Dht {
                 deadline: Some(now + self.cfg.op_timeout),
             },
         );
-        self.step_all_searches(now);
+        // A shared search may have other users: stepping it drives them as well, as before.
+        self.step_ops_of(now, op);
         (op, vid)
     }
 
@@ -1716,7 +1719,7 @@ impl Dht {
                 deadline: None,
             },
         );
-        self.step_all_searches(now);
+        self.step_ops_of(now, op);
         op
     }
 
@@ -1751,13 +1754,6 @@ impl Dht {
 
     // ----------------------------------------------------------------------------------------
     // Searches
-
-    fn step_all_searches(&mut self, now: Instant) {
-        let ids: Vec<u64> = self.searches.keys().copied().collect();
-        for id in ids {
-            self.step_search(now, id);
-        }
-    }
 
     fn step_ops_of(&mut self, now: Instant, op: OpId) {
         let searches = self
