@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rmpv::Value as Mp;
 
 use super::infohash::InfoHash;
-use super::value::{Query, Value, blob, encode, get, hash};
+#[cfg(test)]
+use super::value::encode;
+use super::value::{Query, Value, blob, get, hash};
 
 /// User agent sent in `v` (2.4 nodes send "RNG1").
 pub const USER_AGENT: &str = "RNG1";
@@ -253,6 +255,117 @@ impl Args {
         Ok(a)
     }
 
+    /// Writes the arguments map: the same bytes as encoding [`Self::to_msgpack`]'s tree, without
+    /// building it (one buffer instead of an allocation per key and field).
+    fn write(&self, o: &mut Vec<u8>, packed_sizes: bool) {
+        let n = 1
+            + usize::from(self.ve.is_some())
+            + usize::from(self.h.is_some())
+            + usize::from(self.target.is_some())
+            + usize::from(self.query.is_some())
+            + usize::from(self.want.is_some())
+            + usize::from(self.vid.is_some())
+            + usize::from(self.sid.is_some())
+            + usize::from(self.values.is_some())
+            + usize::from(self.fields.is_some())
+            + usize::from(self.exp.is_some())
+            + usize::from(self.re.is_some())
+            + usize::from(self.created.is_some())
+            + usize::from(self.sa.is_some())
+            + usize::from(self.n4.is_some())
+            + usize::from(self.n6.is_some())
+            + usize::from(self.token.is_some());
+        wr::map(o, n);
+        wr::str(o, "id");
+        wr::bin(o, &self.id.0);
+        if let Some(ve) = self.ve {
+            wr::str(o, "ve");
+            wr::uint(o, ve);
+        }
+        if let Some(h) = &self.h {
+            wr::str(o, "h");
+            wr::bin(o, &h.0);
+        }
+        if let Some(t) = &self.target {
+            wr::str(o, "target");
+            wr::bin(o, &t.0);
+        }
+        if let Some(q) = &self.query {
+            wr::str(o, "q");
+            wr::value(o, &q.to_msgpack());
+        }
+        if let Some(w) = &self.want {
+            wr::str(o, "w");
+            wr::uints(o, w);
+        }
+        if let Some(v) = self.vid {
+            wr::str(o, "vid");
+            wr::uint(o, v);
+        }
+        if let Some(sid) = self.sid {
+            wr::str(o, "sid");
+            wr::uint(o, u64::from(sid));
+        }
+        match &self.values {
+            Some(WireValues::Values(vs)) if packed_sizes => {
+                wr::str(o, "values");
+                wr::array(o, vs.len());
+                for v in vs {
+                    wr::uint(o, v.pack().len() as u64);
+                }
+            }
+            Some(WireValues::Values(vs)) => {
+                wr::str(o, "values");
+                wr::array(o, vs.len());
+                for v in vs {
+                    wr::value(o, &v.to_msgpack());
+                }
+            }
+            Some(WireValues::Sizes(sz)) => {
+                wr::str(o, "values");
+                wr::uints(o, sz);
+            }
+            None => {}
+        }
+        if let Some(f) = &self.fields {
+            wr::str(o, "fileds");
+            wr::value(o, f);
+        }
+        if let Some(e) = &self.exp {
+            wr::str(o, "exp");
+            wr::uints(o, e);
+        }
+        if let Some(e) = &self.re {
+            wr::str(o, "re");
+            wr::uints(o, e);
+        }
+        if let Some(c) = self.created {
+            wr::str(o, "c");
+            wr::uint(o, c);
+        }
+        if let Some(sa) = self.sa {
+            wr::str(o, "sa");
+            match sa {
+                IpAddr::V4(a) => wr::bin(o, &a.octets()),
+                IpAddr::V6(a) => wr::bin(o, &a.octets()),
+            }
+        }
+        if let Some(n) = &self.n4 {
+            wr::str(o, "n4");
+            wr::bin(o, n);
+        }
+        if let Some(n) = &self.n6 {
+            wr::str(o, "n6");
+            wr::bin(o, n);
+        }
+        if let Some(t) = &self.token {
+            wr::str(o, "token");
+            wr::bin(o, t);
+        }
+    }
+
+    /// The arguments as a msgpack tree (reference for [`Self::write`] in tests).
+    #[cfg(test)]
     fn to_msgpack(&self, packed_sizes: bool) -> Mp {
         let mut m: Vec<(Mp, Mp)> = Vec::with_capacity(8);
         let k = Mp::from;
@@ -432,6 +545,77 @@ impl Message {
     /// Encodes the message. With `fragmented`, inline values are replaced by their packed sizes
     /// (the caller sends [`fragments`] right after).
     pub fn encode(&self, fragmented: bool) -> Vec<u8> {
+        let mut o = Vec::with_capacity(256);
+        let extra =
+            usize::from(!matches!(self.body, Body::Fragments(_))) + usize::from(self.network != 0);
+        match &self.body {
+            Body::Query(q, a) => {
+                wr::map(&mut o, 4 + extra);
+                wr::str(&mut o, "a");
+                a.write(&mut o, fragmented);
+                wr::str(&mut o, "q");
+                wr::str(&mut o, q.name());
+                wr::str(&mut o, "t");
+                wr::uint(&mut o, u64::from(self.tid));
+                wr::str(&mut o, "y");
+                wr::str(&mut o, "q");
+            }
+            Body::Reply(a) => {
+                wr::map(&mut o, 3 + extra);
+                wr::str(&mut o, "r");
+                a.write(&mut o, fragmented);
+                wr::str(&mut o, "t");
+                wr::uint(&mut o, u64::from(self.tid));
+                wr::str(&mut o, "y");
+                wr::str(&mut o, "r");
+            }
+            Body::Error { code, message, id } => {
+                wr::map(&mut o, 4 + extra);
+                wr::str(&mut o, "e");
+                wr::array(&mut o, 2);
+                wr::uint(&mut o, u64::from(*code));
+                wr::str(&mut o, message);
+                wr::str(&mut o, "r");
+                wr::map(&mut o, 1);
+                wr::str(&mut o, "id");
+                wr::bin(&mut o, &id.0);
+                wr::str(&mut o, "t");
+                wr::uint(&mut o, u64::from(self.tid));
+                wr::str(&mut o, "y");
+                wr::str(&mut o, "e");
+            }
+            Body::Fragments(fr) => {
+                wr::map(&mut o, 3 + extra);
+                wr::str(&mut o, "y");
+                wr::str(&mut o, "p");
+                wr::str(&mut o, "t");
+                wr::uint(&mut o, u64::from(self.tid));
+                wr::str(&mut o, "p");
+                wr::map(&mut o, fr.len());
+                for f in fr {
+                    wr::uint(&mut o, u64::from(f.index));
+                    wr::map(&mut o, 2);
+                    wr::str(&mut o, "o");
+                    wr::uint(&mut o, u64::from(f.offset));
+                    wr::str(&mut o, "d");
+                    wr::bin(&mut o, &f.data);
+                }
+            }
+        }
+        if !matches!(self.body, Body::Fragments(_)) {
+            wr::str(&mut o, "v");
+            wr::str(&mut o, USER_AGENT);
+        }
+        if self.network != 0 {
+            wr::str(&mut o, "n");
+            wr::uint(&mut o, u64::from(self.network));
+        }
+        o
+    }
+
+    /// [`Self::encode`] through an rmpv tree (the reference it must match byte for byte).
+    #[cfg(test)]
+    fn encode_tree(&self, fragmented: bool) -> Vec<u8> {
         let k = Mp::from;
         let mut m: Vec<(Mp, Mp)> = Vec::with_capacity(6);
         match &self.body {
@@ -555,8 +739,79 @@ pub fn unpack_nodes(b: &[u8], v6: bool) -> Option<Vec<(InfoHash, std::net::Socke
     )
 }
 
+/// Msgpack writer giving the bytes `rmpv::encode::write_value` gives for the same tree: the
+/// shortest form of every integer, string, binary, array and map header.
+mod wr {
+    use rmpv::Value as Mp;
+
+    pub(super) fn uint(o: &mut Vec<u8>, v: u64) {
+        if v < 0x80 {
+            o.push(v as u8);
+        } else if let Ok(v) = u8::try_from(v) {
+            o.extend_from_slice(&[0xcc, v]);
+        } else if let Ok(v) = u16::try_from(v) {
+            o.push(0xcd);
+            o.extend_from_slice(&v.to_be_bytes());
+        } else if let Ok(v) = u32::try_from(v) {
+            o.push(0xce);
+            o.extend_from_slice(&v.to_be_bytes());
+        } else {
+            o.push(0xcf);
+            o.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    /// A length header: `fix` form below `fix_max`, then the 8 (if any), 16 and 32-bit forms.
+    fn len(o: &mut Vec<u8>, n: usize, fix: Option<(u8, usize)>, m8: Option<u8>, m16: u8, m32: u8) {
+        if let Some((base, max)) = fix
+            && n < max
+        {
+            o.push(base | n as u8);
+        } else if let (Some(m), Ok(n)) = (m8, u8::try_from(n)) {
+            o.extend_from_slice(&[m, n]);
+        } else if let Ok(n) = u16::try_from(n) {
+            o.push(m16);
+            o.extend_from_slice(&n.to_be_bytes());
+        } else {
+            o.push(m32);
+            o.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+
+    pub(super) fn str(o: &mut Vec<u8>, s: &str) {
+        len(o, s.len(), Some((0xa0, 32)), Some(0xd9), 0xda, 0xdb);
+        o.extend_from_slice(s.as_bytes());
+    }
+
+    pub(super) fn bin(o: &mut Vec<u8>, b: &[u8]) {
+        len(o, b.len(), None, Some(0xc4), 0xc5, 0xc6);
+        o.extend_from_slice(b);
+    }
+
+    pub(super) fn map(o: &mut Vec<u8>, n: usize) {
+        len(o, n, Some((0x80, 16)), None, 0xde, 0xdf);
+    }
+
+    pub(super) fn array(o: &mut Vec<u8>, n: usize) {
+        len(o, n, Some((0x90, 16)), None, 0xdc, 0xdd);
+    }
+
+    pub(super) fn uints(o: &mut Vec<u8>, v: &[u64]) {
+        array(o, v.len());
+        for x in v {
+            uint(o, *x);
+        }
+    }
+
+    pub(super) fn value(o: &mut Vec<u8>, v: &Mp) {
+        // Writing into a Vec cannot fail.
+        let _ = rmpv::encode::write_value(o, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::value::{Field, FieldValue};
     use super::*;
 
     fn h(s: &str) -> Vec<u8> {
@@ -696,6 +951,57 @@ mod tests {
             })
     }
 
+    #[test]
+    fn direct_encoding_matches_the_tree_with_every_field_set() {
+        let mut a = Args::new(InfoHash::get("all"));
+        a.ve = Some(1);
+        a.h = Some(InfoHash::get("h"));
+        a.target = Some(InfoHash::get("t"));
+        a.query = Some(Query {
+            select: vec![Field::Id],
+            filters: vec![],
+        });
+        a.want = Some(vec![AF_INET, AF_INET6]);
+        a.token = Some(vec![7; 300]);
+        a.vid = Some(200);
+        a.n4 = Some(vec![1; 26 * 8]);
+        a.n6 = Some(vec![2; 38 * 8]);
+        a.sa = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        a.created = Some(70_000);
+        a.values = Some(WireValues::Values(vec![Value::new(vec![3; 1000])]));
+        a.fields = Some(Mp::Array(vec![Mp::from(-5), Mp::Nil, Mp::from(1.5)]));
+        a.sid = Some(u32::MAX);
+        a.exp = Some((0..20).map(|i| i * 1000).collect());
+        a.re = Some(vec![u64::MAX]);
+        for body in [Body::Query(QueryKind::Put, a.clone()), Body::Reply(a)] {
+            let m = Message {
+                tid: 0x1234_5678,
+                network: 70_000,
+                is_client: false,
+                body,
+            };
+            for frag in [false, true] {
+                assert_eq!(m.encode(frag), m.encode_tree(frag));
+            }
+        }
+    }
+
+    /// Integers around every msgpack size boundary, and any.
+    fn arb_int() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            0u64..300,
+            60_000u64..70_000,
+            Just(u64::from(u32::MAX)),
+            any::<u64>()
+        ]
+    }
+
+    fn prop_oneof_net() -> impl proptest::strategy::Strategy<Value = u32> {
+        use proptest::prelude::*;
+        prop_oneof![Just(0u32), 1u32..300, Just(u32::MAX)]
+    }
+
     proptest::proptest! {
         #[test]
         fn values_and_messages_round_trip(v in arb_value(), tid in 1u32.., net in 0u32..10, frag in proptest::bool::ANY) {
@@ -721,6 +1027,74 @@ mod tests {
                 proptest::prop_assert_eq!(buf.len() as u64, sz[0]);
                 proptest::prop_assert_eq!(Value::unpack(&buf).unwrap(), v);
             }
+        }
+
+        #[test]
+        fn direct_encoding_matches_the_rmpv_tree_byte_for_byte(
+            (ve, h, target, q, want, token, vid, n4, n6, sa) in (
+                proptest::option::of(arb_int()),
+                proptest::option::of(proptest::array::uniform20(proptest::num::u8::ANY)),
+                proptest::option::of(proptest::array::uniform20(proptest::num::u8::ANY)),
+                proptest::option::of(arb_int()),
+                proptest::option::of(proptest::collection::vec(arb_int(), 0..20)),
+                proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+                proptest::option::of(arb_int()),
+                proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+                proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..40)),
+                proptest::option::of(proptest::bool::ANY),
+            ),
+            (created, vals, sizes, fields, sid, exp, re) in (
+                proptest::option::of(arb_int()),
+                proptest::option::of(proptest::collection::vec(arb_value(), 0..3)),
+                proptest::option::of(proptest::collection::vec(arb_int(), 0..70)),
+                proptest::option::of(proptest::num::i64::ANY),
+                proptest::option::of(proptest::strategy::Strategy::prop_map(arb_int(), |x| x as u32)),
+                proptest::option::of(proptest::collection::vec(arb_int(), 0..18)),
+                proptest::option::of(proptest::collection::vec(arb_int(), 0..3)),
+            ),
+            (tid, net, kind, frag, code, text) in (
+                proptest::strategy::Strategy::prop_map(arb_int(), |x| x as u32),
+                prop_oneof_net(),
+                0u8..5,
+                proptest::bool::ANY,
+                proptest::strategy::Strategy::prop_map(arb_int(), |x| x as u16),
+                "[a-z ]{0,300}",
+            ),
+            frags in proptest::collection::vec((proptest::strategy::Strategy::prop_map(arb_int(), |x| x as u32), proptest::strategy::Strategy::prop_map(arb_int(), |x| x as u32), proptest::collection::vec(proptest::num::u8::ANY, 0..1300)), 0..20),
+        ) {
+            let mut a = Args::new(InfoHash::get("direct"));
+            a.ve = ve;
+            a.h = h.map(InfoHash);
+            a.target = target.map(InfoHash);
+            a.query = q.map(|id| Query {
+                select: vec![Field::Id, Field::SeqNum],
+                filters: vec![(Field::Id, FieldValue::Int(id))],
+            });
+            a.want = want;
+            a.token = token;
+            a.vid = vid;
+            a.n4 = n4;
+            a.n6 = n6;
+            a.sa = sa.map(|v6| if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)) });
+            a.created = created;
+            a.values = match (vals, sizes) {
+                (Some(v), _) => Some(WireValues::Values(v)),
+                (None, Some(s)) => Some(WireValues::Sizes(s)),
+                (None, None) => None,
+            };
+            a.fields = fields.map(|x| Mp::Array(vec![Mp::from(x), Mp::from("f"), Mp::Binary(vec![1, 2])]));
+            a.sid = sid;
+            a.exp = exp;
+            a.re = re;
+            let body = match kind {
+                0 => Body::Query(QueryKind::Put, a),
+                1 => Body::Query(QueryKind::Listen, a),
+                2 => Body::Reply(a),
+                3 => Body::Error { code, message: text, id: InfoHash::get("err") },
+                _ => Body::Fragments(frags.into_iter().map(|(index, offset, data)| Fragment { index, offset, data }).collect()),
+            };
+            let m = Message { tid, network: net, is_client: false, body };
+            proptest::prop_assert_eq!(m.encode(frag), m.encode_tree(frag));
         }
 
         #[test]
