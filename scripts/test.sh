@@ -26,4 +26,6 @@ if command -v cargo-deny >/dev/null 2>&1; then
   cargo deny --locked check licenses bans sources
 fi
 echo "== tests (all crates; the name registrar with both backends, embedded and Ethereum)"
-cargo nextest run --locked --workspace --features waypost-nameserver/eth --profile ci
+# The workspace run builds every binary first; tests must not rebuild them (tests/tests/*.rs).
+WAYPOST_BINS_FRESH=1 \
+  cargo nextest run --locked --workspace --features waypost-nameserver/eth --profile ci

@@ -88,10 +88,16 @@ fn bin_dir() -> &'static Path {
                 stale.push(bin);
             }
         }
-        if !stale.is_empty() {
+        // scripts/test.sh sets WAYPOST_BINS_FRESH (its workspace run built every binary): never
+        // swap a binary under the tests running in parallel.
+        if !stale.is_empty() && std::env::var_os("WAYPOST_BINS_FRESH").is_none() {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Command::new(cargo);
+            // Same features as the test command, so a rebuild never drops the nameserver's `eth`.
             cmd.current_dir(&root).args(["build", "--locked"]);
+            if stale.contains(&"nameserver") {
+                cmd.args(["--features", "waypost-nameserver/eth"]);
+            }
             for bin in &stale {
                 let pkg = format!("waypost-{bin}");
                 cmd.args(["-p", &pkg, "--bin", bin]);

@@ -84,8 +84,8 @@ fn newest_source(root: &Path) -> std::time::SystemTime {
 }
 
 /// The directory of the servers' and node-client's binaries, built once per test process
-/// (`cargo build -p ...`) unless they are newer than every source file (as after the
-/// workspace build of `cargo nextest run --workspace`, whose feature set differs).
+/// (`cargo build -p ...`, with the test command's features) unless they are newer than every
+/// source file or `WAYPOST_BINS_FRESH` says the workspace run has just built them.
 fn bins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -102,10 +102,16 @@ fn bins() -> &'static Path {
             })
             .min()
             .unwrap_or(std::time::UNIX_EPOCH);
-        if oldest_bin <= newest_source(&root) {
+        // scripts/test.sh sets WAYPOST_BINS_FRESH: its `nextest run --workspace` has just built
+        // every binary, and rebuilding one here (with another feature set) would swap it under
+        // the tests running in parallel (seen: the eth tests got a nameserver without `eth`).
+        let trust_build = std::env::var_os("WAYPOST_BINS_FRESH").is_some();
+        if !trust_build && oldest_bin <= newest_source(&root) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let mut cmd = Command::new(cargo);
-            cmd.current_dir(&root).arg("build");
+            // Same features as the test command, so a rebuild never drops the nameserver's `eth`.
+            cmd.current_dir(&root)
+                .args(["build", "--features", "waypost-nameserver/eth"]);
             for p in PACKAGES {
                 cmd.args(["-p", p]);
             }
