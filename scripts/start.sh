@@ -14,6 +14,9 @@
 #   WAYPOST_START_PROXY_PORT, WAYPOST_START_PROXY_DHT_PORT  proxy HTTP / its DHT UDP (8080 / 4223)
 #   WAYPOST_START_TURN_PORT TURN UDP+TCP port (default 3478)
 #   WAYPOST_START_NS_PORT   name server HTTP port (default 8081)
+#   WAYPOST_START_NO_BUILD  set: use the binaries already in the target dir, do not run cargo
+#                           (the test suite sets it: a build here would swap binaries that other
+#                           tests, built with other features, are running)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,11 +38,15 @@ esac
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/$PROFILE
 
-echo "Building the servers and node-client ($PROFILE)..."
-if ! cargo build "${BUILD_FLAGS[@]}" -p waypost-dht-node -p waypost-dht-proxy \
-    -p waypost-turn-server -p waypost-nameserver -p waypost-node-client; then
-  echo "start.sh: the build failed" >&2
-  exit 1
+if [ -n "${WAYPOST_START_NO_BUILD:-}" ]; then
+  echo "Using the binaries in $BIN (WAYPOST_START_NO_BUILD)"
+else
+  echo "Building the servers and node-client ($PROFILE)..."
+  if ! cargo build "${BUILD_FLAGS[@]}" -p waypost-dht-node -p waypost-dht-proxy \
+      -p waypost-turn-server -p waypost-nameserver -p waypost-node-client; then
+    echo "start.sh: the build failed" >&2
+    exit 1
+  fi
 fi
 mkdir -p "$DATA/nameserver" "$DATA/dht-proxy"
 

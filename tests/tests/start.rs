@@ -129,6 +129,12 @@ fn start_script_launches_the_suite_and_stops_on_ctrl_c() {
         .env("WAYPOST_START_PROXY_DHT_PORT", ports[2].to_string())
         .env("WAYPOST_START_TURN_PORT", ports[3].to_string())
         .env("WAYPOST_START_NS_PORT", ports[4].to_string());
+    // Under scripts/test.sh the workspace run has built every binary (with the nameserver's
+    // `eth` feature); a `cargo build` here would relink target/debug/nameserver without it
+    // while the Ethereum tests run it.
+    if std::env::var_os("WAYPOST_BINS_FRESH").is_some() {
+        cmd.env("WAYPOST_START_NO_BUILD", "1");
+    }
     let mut script = Script::spawn(cmd);
     // The first run may compile the servers.
     let ready = script.wait_output("Waypost is ready", Duration::from_secs(900));
