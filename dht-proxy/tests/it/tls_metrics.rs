@@ -16,43 +16,9 @@ use crate::common::*;
 
 #[tokio::test]
 async fn serves_the_same_api_over_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let tls = ReloadableTls::load(&cert, &key, &[b"http/1.1"]).unwrap();
-
-    let shutdown = Shutdown::new();
-    let dht = MemoryBackend::new();
-    let proxy = Proxy::new(
-        Arc::new(dht.clone()),
-        ProxyOptions::default(),
-        Metrics::default(),
-        &shutdown,
-    )
-    .unwrap();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(waypost_dht_proxy::serve(
-        proxy,
-        Listeners {
-            http: None,
-            tls: Some((l, tls)),
-        },
-        shutdown.clone(),
-    ));
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ck.cert.der().clone()).unwrap();
-    let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let srv = TlsServer::start(ProxyOptions::default()).await;
     let body = br#"{"data":"dGxz","id":"5"}"#;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = connector.connect(name, tcp).await.unwrap();
+    let mut s = srv.connect().await;
     let req = format!(
         "POST /key/{KEY} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -67,8 +33,8 @@ async fn serves_the_same_api_over_tls() {
         text.ends_with("{\"data\":\"dGxz\",\"id\":\"5\",\"type\":0}\n"),
         "{text}"
     );
-    assert_eq!(dht.values(&key_bytes(KEY)).len(), 1);
-    shutdown.trigger();
+    assert_eq!(srv.dht.values(&key_bytes(KEY)).len(), 1);
+    srv.shutdown.trigger();
 }
 
 #[tokio::test]
